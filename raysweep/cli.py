@@ -1,0 +1,121 @@
+"""The `raysweep` command: run, validate and report sweeps.
+
+Bad input of any kind ends with one line on stderr and exit code 2, before any compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from raysweep.errors import UserError
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="a sweep spec, e.g. search_spaces/ratio.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a spec key, e.g. --set training.epochs=2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a sweep and report it")
+    _add_spec_arguments(run)
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                                            "then the spec, then sqlite:///mlflow.db)")
+    run.add_argument("--address", help="Ray cluster address (`auto` on a cluster); local if unset")
+    run.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance")
+    run.add_argument("--num-gpus", type=float, help="GPUs (logical ones too) for local Ray")
+
+    validate = commands.add_parser("validate", help="check a spec and print what it would run")
+    _add_spec_arguments(validate)
+
+    report = commands.add_parser("report", help="compare the trials of a sweep")
+    report.add_argument("--experiment", help="MLflow experiment (default: the spec's name)")
+    report.add_argument("--spec", help="take the experiment name and metric from this spec")
+    report.add_argument("--sweep", help="a sweep id (default: the latest in the experiment)")
+    report.add_argument("--metric", help="metric to compare (default: test_balanced_accuracy)")
+    report.add_argument("--tracking-uri")
+    report.add_argument("--out", help="where to write the PNG (default: report-<sweep>.png)")
+    return parser
+
+
+def _validate(args) -> "Plan":  # noqa: F821 - imported lazily to keep `--help` fast
+    from raysweep.plan import build_plan
+    from raysweep.spec import load_spec
+
+    return build_plan(load_spec(args.spec, args.overrides))
+
+
+def cmd_validate(args) -> int:
+    plan = _validate(args)
+    print(plan.summary())
+    return 0
+
+
+def cmd_run(args) -> int:
+    plan = _validate(args)
+    from raysweep.sweep import log, run_sweep
+    from raysweep.tracking import resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(args.tracking_uri, plan.spec.tracking.tracking_uri)
+    print(plan.summary(), flush=True)
+    result = run_sweep(plan, tracking_uri, address=args.address, num_cpus=args.num_cpus,
+                       num_gpus=args.num_gpus)
+    log(f"sweep done in {result.seconds:.0f}s: {result.trials} trials, {result.errors} failed")
+    _print_report(tracking_uri, result.experiment, None, "test_balanced_accuracy", None,
+                  parent_run_id=result.parent_run_id)
+    log(f"compare the trials: mlflow ui --backend-store-uri {tracking_uri}")
+    return 1 if result.errors else 0
+
+
+def cmd_report(args) -> int:
+    from raysweep.tracking import resolve_tracking_uri
+
+    experiment, metric, spec_uri = args.experiment, args.metric, None
+    if args.spec:
+        from raysweep.spec import load_spec
+
+        spec = load_spec(args.spec)
+        experiment = experiment or spec.experiment_name()
+        spec_uri = spec.tracking.tracking_uri
+    if not experiment:
+        raise UserError("report: name the sweep's experiment with --experiment NAME or --spec FILE")
+    tracking_uri = resolve_tracking_uri(args.tracking_uri, spec_uri)
+    _print_report(tracking_uri, experiment, args.sweep, metric or "test_balanced_accuracy", args.out)
+    return 0
+
+
+def _print_report(tracking_uri: str, experiment: str, sweep: str | None, metric: str,
+                  out: str | None, parent_run_id: str | None = None) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.report import format_table, load_trials, plot_against_ratio, summarize
+
+    trials = load_trials(tracking_uri, experiment, sweep)
+    summary = summarize(trials, metric)
+    sweep_id = trials.attrs["sweep"]
+    print(f"\n{metric} by swept values (sweep {sweep_id}, {len(trials)} trials):")
+    print(format_table(summary))
+    path = Path(out or f"report-{sweep_id}.png")
+    plot_against_ratio(summary, metric, path, title=f"{experiment}: {sweep_id}")
+    print(f"plot: {path.resolve()}")
+    if parent_run_id:
+        MlflowClient(tracking_uri).log_artifact(parent_run_id, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}[args.command]
+    try:
+        return handler(args)
+    except UserError as error:
+        print(f"raysweep: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

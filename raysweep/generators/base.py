@@ -1,0 +1,55 @@
+"""What every generator offers, and the registry that names them (timm-style)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+
+class Generator(Protocol):
+    """A class-conditional image generator that raysweep fits itself or loads.
+
+    Images go in and come out as uint8 arrays of shape (N, H, W, C), the same layout as
+    `raysweep.data.ImageDataset.images`.
+    """
+
+    name: str
+
+    def config(self) -> dict[str, Any]:
+        """Every hyperparameter that changes the weights or the samples (hashed into keys)."""
+
+    def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
+            progress: Callable[[str], None] | None = None) -> None:
+        """Train on the training split only."""
+
+    def save(self, directory: str) -> None: ...
+
+    def load(self, directory: str) -> None: ...
+
+    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """One image per (label, seed); image i depends only on the weights, labels[i] and seeds[i]."""
+
+
+_REGISTRY: dict[str, Callable[..., Generator]] = {}
+
+
+def register_generator(name: str):
+    """Class decorator: make `create_generator(name, **kwargs)` build this class."""
+
+    def wrap(cls):
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def list_generators() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_generator(name: str, **kwargs) -> Generator:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown generator {name!r}; known: {', '.join(list_generators())}")
+    return _REGISTRY[name](**kwargs)

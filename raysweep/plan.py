@@ -1,0 +1,127 @@
+"""From a validated spec to what will run: names checked, Tune's param space, pools, resources.
+
+`build_plan` is the second half of validation: it checks every name against its registry
+(dataset, generator, augmentation, timm backbone), loads the real data (cheap) to size the
+synthetic pools, and turns the `sweep:` axes into Tune's search space. Nothing here trains.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+
+import timm
+from ray import tune
+
+from raysweep.augment import check_augmentation
+from raysweep.compose import synthetic_count
+from raysweep.data import DataSplits
+from raysweep.errors import UserError
+from raysweep.generators import list_generators
+from raysweep.spec import Axis, Spec
+from raysweep.trial import load_splits
+
+
+@dataclass(frozen=True)
+class PoolRequest:
+    """The sweep needs the first `count` images of the pool for this seed."""
+
+    seed: int
+    count: int
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    splits: DataSplits
+    param_space: dict
+    num_samples: int
+    trial_count: int
+    pools: list[PoolRequest]
+    resources: dict
+    fixed_params: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        train, val, test = self.splits.train, self.splits.val, self.splits.test
+        lines = [
+            f"spec {self.spec.name}: {self.trial_count} trial(s), "
+            f"search {self.spec.tune.search_alg}, metric {self.spec.tune.metric} ({self.spec.tune.mode})",
+            f"data {self.spec.dataset.name}: train {len(train)} / val {len(val)} / test {len(test)} "
+            f"images, {train.num_classes} classes, {train.image_size}x{train.image_size}x{train.channels}",
+            f"resources per trial: {self.resources['cpu']:g} CPU, {self.resources['gpu']:g} GPU",
+        ]
+        if self.pools:
+            lines.append(f"generator {self.spec.generator.name} ({self.spec.synthesis.mode} mode); pools: "
+                         + ", ".join(f"seed {p.seed}: {p.count} images" for p in self.pools))
+        else:
+            lines.append("no synthetic data (every synthetic_ratio is 0)")
+        for name, axis in self.spec.axes().items():
+            lines.append(f"  {name}: {_describe(axis)}")
+        return "\n".join(lines)
+
+
+def check_names(spec: Spec) -> None:
+    """Every name in the spec exists in its registry; one-line UserError otherwise."""
+    axes = spec.axes()
+    if spec.needs_synthetic and spec.generator.name not in list_generators():
+        raise UserError(f"generator.name: unknown generator {spec.generator.name!r}; "
+                        f"known: {', '.join(list_generators())}")
+    for name in axes["augmentation"].candidates():
+        check_augmentation(name, spec.training.augmentation_params)
+    for name in axes["backbone"].candidates():
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(), n=5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"sweep.backbone: unknown timm model {name!r}{hint} "
+                            f"(see timm.list_models() for all names)")
+    if axes["seed"].kind in ("uniform", "loguniform", "randint") and spec.needs_synthetic:
+        raise UserError("sweep.seed: each seed needs its own synthetic pool, made before trials "
+                        "start; give seeds as a list, e.g. seed: [0, 1, 2]")
+
+
+def build_plan(spec: Spec) -> Plan:
+    """Check names, load the real splits and derive Tune's param space and the pools."""
+    check_names(spec)
+    splits = load_splits(spec.dataset.model_dump())
+    axes = spec.axes()
+    param_space = {name: _to_tune(axis, spec.tune.search_alg) for name, axis in axes.items()}
+    grid = math.prod(len(a.values) for a in axes.values()
+                     if spec.tune.search_alg == "grid" and a.kind == "grid")
+    trial_count = grid * spec.tune.num_samples
+    pools = []
+    if spec.needs_synthetic:
+        count = synthetic_count(axes["synthetic_ratio"].max_value, spec.synthesis.mode,
+                                len(splits.train))
+        pools = [PoolRequest(int(seed), count) for seed in axes["seed"].candidates()]
+    resources = {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial}
+    fixed = {"dataset": spec.dataset.name, "per_class": spec.dataset.per_class,
+             "generator": spec.generator.name if spec.needs_synthetic else "none",
+             "synthesis_mode": spec.synthesis.mode, "epochs": spec.training.epochs,
+             "batch_size": spec.training.batch_size, "lr": spec.training.lr,
+             "input_size": spec.training.input_size, "pretrained": spec.training.pretrained,
+             "train_images_real": len(splits.train)}
+    return Plan(spec, splits, param_space, spec.tune.num_samples, trial_count, pools,
+                resources, fixed)
+
+
+def _to_tune(axis: Axis, search_alg: str):
+    values = axis.values
+    if axis.kind == "fixed":
+        return values[0]
+    if axis.kind == "grid":
+        return tune.grid_search(values) if search_alg == "grid" else tune.choice(values)
+    if axis.kind == "choice":
+        return tune.choice(values)
+    if axis.kind == "uniform":
+        return tune.uniform(*values)
+    if axis.kind == "loguniform":
+        return tune.loguniform(*values)
+    return tune.randint(int(values[0]), int(values[1]) + 1)  # spec bounds are inclusive
+
+
+def _describe(axis: Axis) -> str:
+    if axis.kind == "fixed":
+        return f"{axis.values[0]!r}"
+    return f"{axis.kind} {axis.values!r}"
+

@@ -1,0 +1,286 @@
+"""The sweep spec: one YAML file, validated once and fully before any compute.
+
+A spec names the dataset, the generator, how synthetic data enters training, the training
+recipe, Tune's search settings, where results are tracked and stored, and a `sweep:` block
+with the product's axes (`synthetic_ratio`, `mask_fraction`, `augmentation`, `backbone`,
+`seed`). Each axis is a fixed value, a grid (a YAML list) or a distribution
+(`{choice: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{randint: [lo, hi]}`).
+
+Every problem becomes a `UserError` with one line that names the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raysweep.errors import UserError
+
+AXES = ("synthetic_ratio", "mask_fraction", "augmentation", "backbone", "seed")
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Axis(_Strict):
+    """One swept axis: `kind` is fixed, grid or a Tune distribution."""
+
+    kind: Literal["fixed", "grid", "choice", "uniform", "loguniform", "randint"]
+    values: list[Any]
+
+    @classmethod
+    def parse(cls, name: str, raw: Any) -> "Axis":
+        if isinstance(raw, list):
+            if not raw:
+                raise UserError(f"sweep.{name}: an empty list sweeps nothing; give at least one value")
+            return cls(kind="grid", values=raw)
+        if isinstance(raw, dict):
+            if len(raw) != 1 or next(iter(raw)) not in DISTRIBUTIONS:
+                raise UserError(f"sweep.{name}: {raw!r} is not a distribution; use one of "
+                                f"{', '.join(f'{{{d}: [...]}}' for d in DISTRIBUTIONS)}")
+            kind, values = next(iter(raw.items()))
+            if not isinstance(values, list) or not values:
+                raise UserError(f"sweep.{name}.{kind}: expected a list, got {values!r}")
+            if kind != "choice":
+                if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) \
+                        or values[0] > values[1]:
+                    raise UserError(f"sweep.{name}.{kind}: expected [low, high] numbers with "
+                                    f"low <= high, got {values!r}")
+                if kind == "loguniform" and values[0] <= 0:
+                    raise UserError(f"sweep.{name}.loguniform: bounds must be > 0, got {values!r}")
+            return cls(kind=kind, values=values)
+        return cls(kind="fixed", values=[raw])
+
+    def candidates(self) -> list[Any]:
+        """The values a trial can take, or the [low, high] bounds of a continuous range."""
+        return list(self.values)
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.kind == "fixed" or (self.kind in ("grid", "choice") and len(self.values) == 1)
+
+    @property
+    def max_value(self) -> float:
+        return max(float(v) for v in self.values)
+
+
+class DatasetSpec(_Strict):
+    name: str = "mnist5k"
+    options: dict[str, Any] = Field(default_factory=dict)
+    per_class: int | None = Field(default=50, ge=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    split_seed: int = 0
+
+
+class GeneratorSpec(_Strict):
+    name: str = "ddpm"
+    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+class SynthesisSpec(_Strict):
+    mode: Literal["add", "replace", "only"] = "add"
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(default=6, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    input_size: int | None = Field(default=32, ge=8)
+    pretrained: bool = False
+    augmentation_params: dict[str, float] = Field(default_factory=dict)
+    threads: int = Field(default=1, ge=1)
+
+
+class TuneSpec(_Strict):
+    search_alg: Literal["grid", "random"] = "grid"
+    num_samples: int = Field(default=1, ge=1)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0)
+    metric: Literal["val_accuracy", "val_balanced_accuracy", "val_macro_f1", "train_loss"] = \
+        "val_balanced_accuracy"
+    mode: Literal["max", "min"] = "max"
+    storage_path: str = ".raysweep/tune"
+
+
+class TrackingSpec(_Strict):
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+class StoreSpec(_Strict):
+    path: str = ".raysweep/cache"
+
+
+class SweepSpec(_Strict):
+    synthetic_ratio: Any = 0.0
+    mask_fraction: Any = 0.0
+    augmentation: Any = "none"
+    backbone: Any = "resnet18"
+    seed: Any = 0
+
+    def axis(self, name: str) -> Axis:
+        return Axis.parse(name, getattr(self, name))
+
+
+class Spec(_Strict):
+    """A whole sweep, as written in `search_spaces/*.yaml`."""
+
+    name: str
+    description: str = ""
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
+    synthesis: SynthesisSpec = Field(default_factory=SynthesisSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    store: StoreSpec = Field(default_factory=StoreSpec)
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, value: str) -> str:
+        if not value or any(c in value for c in "/\\ "):
+            raise ValueError("must be a non-empty name without spaces or slashes")
+        return value
+
+    @model_validator(mode="after")
+    def _axes_are_sound(self) -> "Spec":
+        axes = {name: self.sweep.axis(name) for name in AXES}
+        _check_numbers("synthetic_ratio", axes["synthetic_ratio"], low=0.0, high=None)
+        _check_numbers("mask_fraction", axes["mask_fraction"], low=0.0, high=1.0)
+        _check_numbers("seed", axes["seed"], low=0, high=None, integer=True)
+        for name in ("augmentation", "backbone"):
+            for value in axes[name].candidates():
+                if not isinstance(value, str):
+                    raise UserError(f"sweep.{name}: {value!r} is not a name; give a string")
+        ratio = axes["synthetic_ratio"]
+        if self.synthesis.mode == "replace" and ratio.max_value > 1:
+            raise UserError(f"sweep.synthetic_ratio: mode 'replace' swaps a fraction of the real "
+                            f"images, so ratios must be <= 1 (got {ratio.max_value:g})")
+        if self.synthesis.mode == "only" and min(float(v) for v in ratio.values) <= 0:
+            raise UserError("sweep.synthetic_ratio: mode 'only' trains on synthetic images alone, "
+                            "so every ratio must be > 0")
+        if self.tune.search_alg == "grid" and any(axes[n].kind in ("uniform", "loguniform", "randint")
+                                                  for n in AXES) and self.tune.num_samples == 1:
+            # Grid search with a distribution samples it num_samples times: say so instead of
+            # silently running one sample.
+            raise UserError("tune.num_samples: a distribution in `sweep:` is sampled num_samples "
+                            "times; set tune.num_samples > 1 or use a list")
+        return self
+
+    def axes(self) -> dict[str, Axis]:
+        return {name: self.sweep.axis(name) for name in AXES}
+
+    @property
+    def needs_synthetic(self) -> bool:
+        return self.axes()["synthetic_ratio"].max_value > 0
+
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def _check_numbers(name: str, axis: Axis, *, low: float | None, high: float | None,
+                   integer: bool = False) -> None:
+    for value in axis.candidates():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and math.isnan(value)):
+            raise UserError(f"sweep.{name}: {value!r} is not a number")
+        if integer and not float(value).is_integer():
+            raise UserError(f"sweep.{name}: {value!r} is not an integer")
+        if low is not None and value < low:
+            raise UserError(f"sweep.{name}: {value!r} is below {low:g}; use values >= {low:g}")
+        if high is not None and value > high:
+            raise UserError(f"sweep.{name}: {value!r} is above {high:g}; use values <= {high:g}")
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `--set key.sub=value` overrides (values parsed as YAML) to a raw spec dict."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. --set training.epochs=2")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {part!r} holds a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    if first["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in first["loc"][:-1])
+        known = _known_keys(parent)
+        return f"{where}: unknown key; known keys here: {', '.join(known)}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{where}: {first['msg']}{shown}"
+
+
+def _known_keys(dotted: str) -> list[str]:
+    model: type[BaseModel] = Spec
+    for part in [p for p in dotted.split(".") if p]:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def parse_spec(raw: Any, source: str = "spec") -> Spec:
+    """Validate a raw mapping into a Spec, or raise UserError naming the first problem."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a YAML mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Spec.model_validate(raw)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
+    except ValidationError as error:
+        inner = [e for e in error.errors() if isinstance(e.get("ctx", {}).get("error"), UserError)]
+        if inner:
+            raise UserError(f"{source}: {inner[0]['ctx']['error']}") from None
+        raise UserError(f"{source}: {_format_validation_error(error)}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Read, override and validate a spec file (schema only; `check_spec` checks names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such spec file; pass a path like search_spaces/ratio.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"{path}: YAML syntax error{where}: {problem}; fix the file") from None
+    if raw is None:
+        raise UserError(f"{path}: the file is empty; see search_spaces/ratio.yaml for an example")
+    return parse_spec(apply_overrides(raw, overrides or []) if isinstance(raw, dict) else raw,
+                      source=str(path))
+
+
+def spec_to_yaml(spec: Spec) -> str:
+    """The resolved spec (defaults filled in), as logged with every sweep."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

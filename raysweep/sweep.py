@@ -1,0 +1,126 @@
+"""Run a sweep: plan → generator and pools → Tune trials → MLflow → report.
+
+Everything that can be wrong with the input is found by `build_plan` before Ray starts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from mlflow.tracking import MlflowClient
+
+from raysweep.figures import sample_grid
+from raysweep.plan import Plan
+from raysweep.spec import spec_to_yaml
+from raysweep.synthesis.service import PoolStatus, ensure_generator, ensure_pool
+from raysweep.synthesis.store import SyntheticStore
+from raysweep.tracking import MLflowTrialCallback, end_run, log_params, start_parent_run
+from raysweep.trial import train_fn
+
+
+def log(message: str) -> None:
+    print(f"[raysweep] {message}", flush=True)
+
+
+@dataclass
+class SweepResult:
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str
+    trials: int
+    errors: int
+    seconds: float
+
+
+def prepare_synthetic(plan: Plan, store: SyntheticStore) -> tuple[dict[str, str], dict]:
+    """Train (or reuse) the generator and fill one pool per seed; returns pool keys and costs."""
+    spec = plan.spec
+    if not plan.pools:
+        return {}, {}
+    trained = ensure_generator(store, spec.generator.name, spec.generator.options,
+                               plan.splits.train, spec.generator.seed, log=log)
+    statuses: list[PoolStatus] = [
+        ensure_pool(store, trained, plan.splits.train.num_classes, request.seed, request.count,
+                    log=log)
+        for request in plan.pools]
+    costs = {"generator_fit_seconds": trained.fit_seconds,
+             "generator_reused": float(trained.reused),
+             "synthetic_images_generated": float(sum(s.generated for s in statuses)),
+             "synthetic_generation_seconds": sum(s.seconds for s in statuses)}
+    return {str(s.seed): s.key for s in statuses}, costs
+
+
+def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
+              num_cpus: int | None = None, num_gpus: float | None = None) -> SweepResult:
+    spec = plan.spec
+    started = time.perf_counter()
+    store = SyntheticStore(spec.store.path)
+    sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment_id, parent_run_id = start_parent_run(tracking_uri, spec.experiment_name(),
+                                                    sweep_id, run_name=sweep_id)
+    client = MlflowClient(tracking_uri)
+    log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} at {tracking_uri}")
+    try:
+        log_params(client, parent_run_id, {**plan.fixed_params, "trials": plan.trial_count})
+        with tempfile.TemporaryDirectory() as directory:
+            (Path(directory) / "spec.yaml").write_text(spec_to_yaml(spec))
+            client.log_artifact(parent_run_id, str(Path(directory) / "spec.yaml"))
+
+        pools, costs = prepare_synthetic(plan, store)
+        for key, value in costs.items():
+            client.log_metric(parent_run_id, key, value)
+        _log_pool_grids(client, parent_run_id, store, pools, plan)
+
+        ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
+                 include_dashboard=False, ignore_reinit_error=True)
+        context = {"dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
+                   "mode": spec.synthesis.mode, "store_root": str(store.root), "pools": pools}
+        trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
+                                        plan.resources)
+        callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
+                                       plan.fixed_params)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=plan.param_space,
+            tune_config=tune.TuneConfig(
+                num_samples=plan.num_samples,
+                search_alg=BasicVariantGenerator(random_state=0),
+                max_concurrent_trials=spec.tune.max_concurrent_trials),
+            run_config=tune.RunConfig(
+                name=sweep_id, storage_path=str(Path(spec.tune.storage_path).resolve()),
+                callbacks=[callback], verbose=1,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+        results = tuner.fit()
+        errors = len(results.errors)
+        if errors == 0:
+            best = results.get_best_result(spec.tune.metric, spec.tune.mode)
+            client.log_metric(parent_run_id, f"best_{spec.tune.metric}",
+                              float(best.metrics[spec.tune.metric]))
+        seconds = time.perf_counter() - started
+        client.log_metric(parent_run_id, "sweep_seconds", seconds)
+        end_run(tracking_uri, parent_run_id, "FINISHED" if errors == 0 else "FAILED")
+    except BaseException:
+        end_run(tracking_uri, parent_run_id, "KILLED")
+        raise
+    return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
+                       seconds)
+
+
+def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,
+                    pools: dict[str, str], plan: Plan) -> None:
+    class_names = list(plan.splits.train.class_names)
+    with tempfile.TemporaryDirectory() as directory:
+        for seed, key in pools.items():
+            images = store.read(key, min(store.count(key), 8 * len(class_names)))
+            path = sample_grid(images.images, images.labels, class_names,
+                               Path(directory) / f"synthetic_samples_seed{seed}.png",
+                               title=f"{plan.spec.generator.name} pool {key} (seed {seed})")
+            client.log_artifact(run_id, str(path))
+

@@ -1,0 +1,134 @@
+"""MLflow tracking: one parent run per sweep, one nested child run per Tune trial.
+
+The driver owns every MLflow write (a Tune callback), so trials running in parallel never
+contend for the sqlite file. A child run is found again by its trial id tag, so a resumed
+sweep continues each trial's run instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TRIAL_TAG = "raysweep.trial_id"
+SWEEP_TAG = "raysweep.sweep"
+REPORTED_METRICS = ("train_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
+                    "train_seconds", "train_images", "real_images_used", "synthetic_images_used")
+
+
+def resolve_tracking_uri(cli_value: str | None, spec_value: str | None) -> str:
+    """--tracking-uri, then MLFLOW_TRACKING_URI, then the spec, then sqlite in the cwd.
+
+    A relative sqlite path is made absolute, because Tune moves trials to their own folders.
+    """
+    uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or spec_value or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict) -> None:
+    existing = client.get_run(run_id).data.params
+    fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+    for start in range(0, len(fresh), 100):
+        client.log_batch(run_id, params=fresh[start:start + 100])
+
+
+class MLflowTrialCallback(Callback):
+    """Mirrors each Tune trial into a nested MLflow run: params, per-epoch metrics, artifacts."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str,
+                 fixed_params: dict):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment
+        self.parent_run_id = parent_run_id
+        self.sweep_id = sweep_id
+        self.fixed_params = fixed_params
+        self.run_ids: dict[str, str] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    def _run_for(self, trial) -> str:
+        if trial.trial_id in self.run_ids:
+            return self.run_ids[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and "
+                          f"tags.`{SWEEP_TAG}` = '{self.sweep_id}'")
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=_run_name(trial.config),
+                tags={"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial.trial_id,
+                      SWEEP_TAG: self.sweep_id})
+            run_id = run.info.run_id
+        self.run_ids[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        run_id = self._run_for(trial)
+        log_params(self.client, run_id, {**self.fixed_params, **trial.config})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run_for(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, step) for key, value in result.items()
+                   if (key in REPORTED_METRICS or key.startswith("test_"))
+                   and isinstance(value, (int, float))]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run_for(trial)
+        if trial.checkpoint is not None:
+            with tempfile.TemporaryDirectory() as directory:
+                trial.checkpoint.to_directory(directory)
+                artifacts = Path(directory) / "artifacts"
+                if artifacts.is_dir():
+                    self.client.log_artifacts(run_id, str(artifacts))
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.client.set_terminated(self._run_for(trial), RunStatus.to_string(RunStatus.FAILED))
+
+
+def _run_name(config: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in config.items())
+
+
+def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name: str) -> tuple[str, str]:
+    """Create (or find, when resuming) the sweep's parent run; returns (experiment_id, run_id)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    exp_id = experiment_id(client, experiment)
+    found = client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
+                                                         f"tags.`raysweep.role` = 'sweep'")
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return exp_id, run_id
+    run = client.create_run(exp_id, run_name=run_name,
+                            tags={SWEEP_TAG: sweep_id, "raysweep.role": "sweep"})
+    return exp_id, run.info.run_id
+
+
+def end_run(tracking_uri: str, run_id: str, status: str) -> None:
+    MlflowClient(tracking_uri).set_terminated(run_id, status)

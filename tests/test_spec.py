@@ -1,0 +1,164 @@
+"""Spec validation: every bad input is one line on stderr and exit code 2, before Ray starts."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from raysweep.cli import main
+from raysweep.spec import Axis, apply_overrides, load_spec, parse_spec
+
+GOOD = {"name": "t", "dataset": {"name": "digits", "per_class": 10},
+        "training": {"epochs": 1},
+        "sweep": {"synthetic_ratio": [0, 1], "backbone": "resnet10t", "seed": [0, 1]}}
+
+
+def validate(path, capsys, *extra):
+    code = main(["validate", str(path), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def expect_error(path, capsys, *words, extra=()):
+    code, out, err = validate(path, capsys, *extra)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_good_spec_validates_and_counts_trials(write_spec, capsys):
+    code, out, err = validate(write_spec(GOOD), capsys)
+    assert code == 0, err
+    assert "4 trial(s)" in out
+    assert "seed 0:" in out and "seed 1:" in out
+
+
+def test_yaml_syntax_error(write_spec, capsys):
+    expect_error(write_spec("name: x\nsweep: [unclosed\n"), capsys, "YAML syntax error", "line")
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    expect_error(tmp_path / "nope.yaml", capsys, "nope.yaml", "no such spec file")
+
+
+def test_unknown_key_names_the_key_and_known_ones(write_spec, capsys):
+    line = expect_error(write_spec({**GOOD, "training": {"epochz": 2}}), capsys,
+                        "training.epochz", "unknown key")
+    assert "epochs" in line
+
+
+def test_wrong_type(write_spec, capsys):
+    expect_error(write_spec({**GOOD, "training": {"epochs": "many"}}), capsys,
+                 "training.epochs", "'many'")
+
+
+def test_negative_ratio(write_spec, capsys):
+    spec = {**GOOD, "sweep": {**GOOD["sweep"], "synthetic_ratio": [0, -0.5]}}
+    expect_error(write_spec(spec), capsys, "synthetic_ratio", "-0.5")
+
+
+def test_negative_ratio_in_a_distribution(write_spec, capsys):
+    spec = {**GOOD, "tune": {"num_samples": 2},
+            "sweep": {**GOOD["sweep"], "synthetic_ratio": {"uniform": [-1, 2]}}}
+    expect_error(write_spec(spec), capsys, "synthetic_ratio", "-1")
+
+
+def test_replace_mode_caps_the_ratio(write_spec, capsys):
+    spec = {**GOOD, "synthesis": {"mode": "replace"}}
+    spec["sweep"] = {**GOOD["sweep"], "synthetic_ratio": [0, 2]}
+    expect_error(write_spec(spec), capsys, "replace", "<= 1")
+
+
+def test_unknown_backbone_suggests_names(write_spec, capsys):
+    spec = {**GOOD, "sweep": {**GOOD["sweep"], "backbone": ["resnet181"]}}
+    line = expect_error(write_spec(spec), capsys, "resnet181", "timm")
+    assert "resnet18" in line
+
+
+def test_unknown_generator_lists_known(write_spec, capsys):
+    expect_error(write_spec({**GOOD, "generator": {"name": "stylegan9"}}), capsys,
+                 "stylegan9", "ddpm")
+
+
+def test_unknown_dataset_lists_known(write_spec, capsys):
+    expect_error(write_spec({**GOOD, "dataset": {"name": "imagenet"}}), capsys,
+                 "imagenet", "mnist5k", "digits", "folder")
+
+
+def test_unknown_augmentation_lists_known(write_spec, capsys):
+    spec = {**GOOD, "sweep": {**GOOD["sweep"], "augmentation": ["none", "sparkles"]}}
+    expect_error(write_spec(spec), capsys, "sparkles", "classic")
+
+
+def test_set_overrides_a_key(write_spec, capsys):
+    code, out, _ = validate(write_spec(GOOD), capsys, "--set", "sweep.seed=[0, 1, 2]")
+    assert code == 0 and "6 trial(s)" in out
+
+
+def test_set_with_unknown_key_is_an_error(write_spec, capsys):
+    expect_error(write_spec(GOOD), capsys, "trainig", extra=("--set", "trainig.epochs=2"))
+
+
+def _folder_spec(path):
+    return {**GOOD, "dataset": {"name": "folder", "options": {"path": str(path), "mode": "L",
+                                                              "image_size": 8}}}
+
+
+def _image_tree(root, classes=("cat", "dog"), per_class=4):
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (8, 8), color=30 * i).save(root / name / f"{i}.png")
+    return root
+
+
+def test_folder_path_missing(write_spec, tmp_path, capsys):
+    expect_error(write_spec(_folder_spec(tmp_path / "absent")), capsys, "absent")
+
+
+def test_folder_empty(write_spec, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    expect_error(write_spec(_folder_spec(tmp_path / "empty")), capsys, "empty")
+
+
+def test_folder_class_without_images(write_spec, tmp_path, capsys):
+    root = _image_tree(tmp_path / "data")
+    (root / "bird").mkdir()
+    (root / "bird" / "notes.txt").write_text("no images here")
+    expect_error(write_spec(_folder_spec(root)), capsys, "bird")
+
+
+def test_folder_corrupt_image_is_named(write_spec, tmp_path, capsys):
+    root = _image_tree(tmp_path / "data")
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    expect_error(write_spec(_folder_spec(root)), capsys, "broken.png")
+
+
+def test_folder_good_tree_validates(write_spec, tmp_path, capsys):
+    root = _image_tree(tmp_path / "data", per_class=10)
+    code, out, err = validate(write_spec(_folder_spec(root)), capsys)
+    assert code == 0, err
+    assert "2 classes" in out
+
+
+def test_axis_forms():
+    assert Axis.parse("x", 3).kind == "fixed"
+    assert Axis.parse("x", [1, 2]).kind == "grid"
+    assert Axis.parse("x", {"loguniform": [0.1, 1]}).kind == "loguniform"
+    with pytest.raises(ValueError, match="distribution"):
+        Axis.parse("x", {"gaussian": [0, 1]})
+
+
+def test_overrides_parse_yaml_values():
+    raw = apply_overrides({"training": {"epochs": 3}}, ["training.epochs=5", "sweep.backbone=[a, b]"])
+    assert raw["training"]["epochs"] == 5 and raw["sweep"]["backbone"] == ["a", "b"]
+
+
+def test_parse_and_load_round_trip(write_spec):
+    spec = load_spec(write_spec(GOOD))
+    assert spec == parse_spec(GOOD)
+    assert spec.axes()["synthetic_ratio"].max_value == 1
