@@ -77,8 +77,10 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             client.log_metric(parent_run_id, key, value)
         _log_pool_grids(client, parent_run_id, store, pools, plan)
 
-        ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
-                 include_dashboard=False, ignore_reinit_error=True)
+        owns_ray = not ray.is_initialized()
+        if owns_ray:
+            ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
+                     include_dashboard=False)
         context = {"dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
                    "mode": spec.synthesis.mode, "store_root": str(store.root), "pools": pools}
         trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
@@ -98,6 +100,8 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
         results = tuner.fit()
+        if owns_ray:
+            ray.shutdown()
         errors = len(results.errors)
         if errors == 0:
             best = results.get_best_result(spec.tune.metric, spec.tune.mode)

@@ -1,0 +1,37 @@
+"""Every spec shipped in search_spaces/ loads, validates its names and plans (no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raysweep.plan import build_plan
+from raysweep.spec import load_spec
+
+SPECS = sorted((Path(__file__).resolve().parent.parent / "search_spaces").glob("*.yaml"))
+
+
+def test_there_are_specs():
+    assert any(p.name == "ratio.yaml" for p in SPECS)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_spec_loads_and_plans(path):
+    plan = build_plan(load_spec(path))
+    assert plan.trial_count >= 1
+    assert plan.param_space.keys() == {"synthetic_ratio", "mask_fraction", "augmentation",
+                                       "backbone", "seed"}
+    if plan.spec.needs_synthetic:
+        assert plan.pools and all(p.count > 0 for p in plan.pools)
+
+
+def test_ratio_spec_is_the_readme_job():
+    plan = build_plan(load_spec(Path(__file__).resolve().parent.parent / "search_spaces/ratio.yaml"))
+    axes = plan.spec.axes()
+    assert 0 in axes["synthetic_ratio"].values and len(axes["synthetic_ratio"].values) >= 4
+    assert len(axes["backbone"].values) >= 2 and len(axes["seed"].values) >= 2
+    assert plan.spec.dataset.name == "mnist5k" and plan.spec.generator.name == "ddpm"
+    # The pool per seed is the largest ratio's, not the sum over trials.
+    largest = max(axes["synthetic_ratio"].values)
+    assert [p.count for p in plan.pools] == [round(largest * len(plan.splits.train))] * 2

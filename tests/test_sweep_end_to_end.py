@@ -1,0 +1,70 @@
+"""A whole sweep through the CLI on tiny settings: real Ray, real MLflow (sqlite), real DDPM."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from raysweep.cli import main
+
+TINY = """
+name: tiny
+dataset: {name: digits, per_class: 8}
+generator:
+  name: ddpm
+  options: {steps: 4, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}
+training: {epochs: 2, batch_size: 16, input_size: 16}
+tune: {cpus_per_trial: 1}
+sweep:
+  synthetic_ratio: [0, 0.5, 1]
+  backbone: test_resnet
+  seed: [0, 1]
+"""
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
+    spec = in_tmp_cwd / "tiny.yaml"
+    spec.write_text(TINY)
+    assert main(["run", str(spec), "--num-cpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "generator ddpm: trained" in out
+
+    mlflow.set_tracking_uri(f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tiny"])
+    parents = runs[runs["tags.raysweep.role"] == "sweep"]
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(parents) == 1 and len(children) == 6
+    assert set(runs["status"]) == {"FINISHED"}
+    assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    swept = {(float(r), int(s)) for r, s in zip(children["params.synthetic_ratio"],
+                                                 children["params.seed"])}
+    assert swept == {(r, s) for r in (0.0, 0.5, 1.0) for s in (0, 1)}
+
+    client = MlflowClient()
+    for row in children.itertuples():
+        history = client.get_metric_history(row.run_id, "val_balanced_accuracy")
+        assert [m.step for m in history] == [1, 2]
+        artifacts = {a.path for a in client.list_artifacts(row.run_id)}
+        assert "confusion_matrix.png" in artifacts
+        ratio = float(client.get_run(row.run_id).data.params["synthetic_ratio"])
+        assert ("synthetic_samples.png" in artifacts) == (ratio > 0)
+        used = client.get_run(row.run_id).data.metrics["synthetic_images_used"]
+        assert used == round(ratio * 80)
+        assert 0.0 <= client.get_run(row.run_id).data.metrics["test_accuracy"] <= 1.0
+    parent_artifacts = {a.path for a in client.list_artifacts(parents.iloc[0]["run_id"])}
+    assert {"spec.yaml", "synthetic_samples_seed0.png", "synthetic_samples_seed1.png"} <= parent_artifacts
+    assert any(p.startswith("report-") for p in parent_artifacts)
+    # One pool per seed, each holding exactly the largest ratio's images: generated once.
+    assert client.get_run(parents.iloc[0]["run_id"]).data.metrics["synthetic_images_generated"] == 160
+
+    # A second sweep reuses the trained generator and the pools.
+    assert main(["run", str(spec), "--num-cpus", "2", "--set", "sweep.synthetic_ratio=[0, 1]"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping training" in out and "reusing 80 stored images" in out
+
+    # The report reads the latest sweep back from MLflow.
+    assert main(["report", "--experiment", "tiny", "--out", str(in_tmp_cwd / "r.png")]) == 0
+    assert "test_balanced_accuracy" in capsys.readouterr().out
+    assert (in_tmp_cwd / "r.png").stat().st_size > 1000
