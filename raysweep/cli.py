@@ -40,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", help="metric to compare (default: test_balanced_accuracy)")
     report.add_argument("--tracking-uri")
     report.add_argument("--out", help="where to write the PNG (default: report-<sweep>.png)")
+
+    cache = commands.add_parser("cache", help="inspect the synthetic store")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    for name, text in (("ls", "list pools and trained generators"),
+                       ("verify", "check every pool shard against its checksum")):
+        sub = cache_commands.add_parser(name, help=text)
+        sub.add_argument("--store", default=".raysweep/cache",
+                         help="store path or s3://bucket/prefix (default: .raysweep/cache)")
+        sub.add_argument("--spec", help="take the store path from this spec instead")
+        if name == "ls":
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -107,9 +118,29 @@ def _print_report(tracking_uri: str, experiment: str, sweep: str | None, metric:
         MlflowClient(tracking_uri).log_artifact(parent_run_id, str(path))
 
 
+def cmd_cache(args) -> int:
+    from raysweep.synthesis.cache_cli import cache_ls, cache_verify
+    from raysweep.synthesis.store import SyntheticStore
+
+    root = args.store
+    if args.spec:
+        from raysweep.spec import load_spec
+
+        root = load_spec(args.spec).store.path
+    store = SyntheticStore(root)
+    store.check()
+    if args.cache_command == "ls":
+        print(cache_ls(store, as_json=args.json))
+        return 0
+    text, ok = cache_verify(store)
+    print(text)
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}[args.command]
+    handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report,
+               "cache": cmd_cache}[args.command]
     try:
         return handler(args)
     except UserError as error:

@@ -18,8 +18,9 @@ from raysweep.augment import check_augmentation
 from raysweep.compose import synthetic_count
 from raysweep.data import DataSplits
 from raysweep.errors import UserError
-from raysweep.generators import list_generators
+from raysweep.generators import create_generator, list_generators
 from raysweep.spec import Axis, Spec
+from raysweep.synthesis.store import SyntheticStore
 from raysweep.trial import load_splits
 
 
@@ -64,9 +65,8 @@ class Plan:
 def check_names(spec: Spec) -> None:
     """Every name in the spec exists in its registry; one-line UserError otherwise."""
     axes = spec.axes()
-    if spec.needs_synthetic and spec.generator.name not in list_generators():
-        raise UserError(f"generator.name: unknown generator {spec.generator.name!r}; "
-                        f"known: {', '.join(list_generators())}")
+    if spec.needs_synthetic:
+        check_generator(spec.generator.name, spec.generator.options)
     for name in axes["augmentation"].candidates():
         check_augmentation(name, spec.training.augmentation_params)
     for name in axes["backbone"].candidates():
@@ -80,9 +80,25 @@ def check_names(spec: Spec) -> None:
                         "start; give seeds as a list, e.g. seed: [0, 1, 2]")
 
 
+def check_generator(name: str, options: dict) -> None:
+    """The generator exists, takes these options, and has its weights where it needs them."""
+    if name not in list_generators():
+        raise UserError(f"generator.name: unknown generator {name!r}; "
+                        f"known: {', '.join(list_generators())}")
+    try:
+        generator = create_generator(name, **options)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"generator.options: {error}") from None
+    check_available = getattr(generator, "check_available", None)
+    if check_available is not None:
+        check_available()
+
+
 def build_plan(spec: Spec) -> Plan:
     """Check names, load the real splits and derive Tune's param space and the pools."""
     check_names(spec)
+    if spec.needs_synthetic:
+        SyntheticStore(spec.store.path).check()
     splits = load_splits(spec.dataset.model_dump())
     axes = spec.axes()
     param_space = {name: _to_tune(axis, spec.tune.search_alg) for name, axis in axes.items()}

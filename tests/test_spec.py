@@ -162,3 +162,8 @@ def test_parse_and_load_round_trip(write_spec):
     spec = load_spec(write_spec(GOOD))
     assert spec == parse_spec(GOOD)
     assert spec.axes()["synthetic_ratio"].max_value == 1
+
+
+def test_bad_generator_option_is_named(write_spec, capsys):
+    spec = {**GOOD, "generator": {"name": "ddpm", "options": {"stepz": 3}}}
+    expect_error(write_spec(spec), capsys, "generator.options", "stepz")

@@ -47,9 +47,10 @@ def ensure_generator(store: SyntheticStore, name: str, options: dict, train: Ima
     key = content_key({"generator": name, "config": generator.config(), "seed": seed,
                        "train_fingerprint": train.fingerprint()})
     if store.has_generator(key):
-        generator.load(str(store.generator_dir(key)))
+        directory = store.generator_dir(key)  # local; an S3 store downloads it once here
+        generator.load(str(directory))
         log(f"generator {name}: reusing trained weights {key} (skipping training)")
-        return TrainedGenerator(generator, key, _weights_sha256(store.generator_dir(key)), 0.0, True)
+        return TrainedGenerator(generator, key, _weights_sha256(directory), 0.0, True)
     log(f"generator {name}: training on {len(train)} images of the training split")
     start = time.perf_counter()
     generator.fit(train.images, train.labels, train.num_classes, seed=seed,

@@ -1,13 +1,20 @@
 """The synthetic store: content-addressed pools of generated images, and trained generators.
 
+The store lives in a local directory or under `s3://bucket/prefix` (see `backends.py`); the
+layout and the rules below are the same for both.
+
 A pool lives under `pools/<key>/`, where the key hashes everything that determines its images.
 Image i of a pool depends only on the pool's key fields and i, so the first n images are the
 same whatever n: a ratio sweep reads nested prefixes, and asking for more appends shards.
 
-Writes are atomic and ordered: each shard is written (temp file, then rename) before the
-manifest that lists it, and the manifest carries every shard's sha256, checked on read. A
-shard that is missing or fails its checksum makes the pool `CorruptPool`; `repair` cuts the
-manifest back to the last good shard so the missing images are generated again.
+Writes are atomic and ordered: each shard is written (a local temp file then a rename, or one
+S3 PUT) before the manifest that lists it, and the manifest carries every shard's sha256,
+checked on read. A shard that is missing or fails its checksum makes the pool `CorruptPool`;
+`repair` cuts the manifest back to the last good shard so the missing images are generated
+again.
+
+A trained generator lives under `generators/<key>/`, its meta.json written last to mark it
+complete. Loading needs a local directory, so an S3 store downloads it into a local cache.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from raysweep.synthesis.backends import create_backend
 
 MANIFEST = "manifest.json"
 META = "meta.json"
@@ -47,50 +56,84 @@ class PoolImages:
 
 
 class SyntheticStore:
-    """A directory of pools and generator weights. Safe against crashes mid-write."""
+    """Pools and generator weights in a directory or an S3 prefix. Safe against crashes mid-write.
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser().resolve()
+    Args:
+        root: a local directory, or `s3://bucket/prefix`.
+        cache_dir: where S3 generators are downloaded to be loaded; None means
+            `$XDG_CACHE_HOME/raysweep` (`~/.cache/raysweep`). Unused for local stores.
+    """
+
+    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
+        self.backend = create_backend(root, cache_dir)
+        # A Path for a local store, the s3:// URL otherwise; str(root) rebuilds the store.
+        self.root = self.backend.root
+
+    def check(self) -> None:
+        """Cheap proof that the store is reachable and writable, before any compute.
+
+        Raises:
+            UserError: one line naming the store and the fix (missing bucket, no access,
+                unreachable endpoint, read-only directory).
+        """
+        self.backend.check()
 
     # -- generators -------------------------------------------------------------------------
 
     def generator_dir(self, key: str) -> Path:
-        return self.root / "generators" / key
+        """A local directory holding generator `key`, ready to load.
+
+        For an S3 store the files are downloaded into the local cache first (reused while the
+        cached meta.json matches the stored one); FileNotFoundError if the generator is absent.
+        """
+        return self.backend.download_dir(f"generators/{key}", last=META)
 
     def has_generator(self, key: str) -> bool:
-        return (self.generator_dir(key) / META).is_file()
+        return self.backend.exists(f"generators/{key}/{META}")
+
+    def generator_meta(self, key: str) -> dict:
+        return json.loads(self.backend.read_bytes(f"generators/{key}/{META}"))
+
+    def generator_keys(self) -> list[str]:
+        """Keys of the complete generators (those whose meta.json was written)."""
+        return _keys_with_meta(self.backend.list("generators"))
 
     def save_generator(self, key: str, meta: dict, save_fn) -> Path:
-        """Call `save_fn(tmpdir)` and move the result into place; meta.json last marks it done."""
-        final = self.generator_dir(key)
+        """Call `save_fn(tmpdir)`, move the result into place, then store it; meta.json last.
+
+        Returns the local directory holding the saved generator.
+        """
+        path = f"generators/{key}"
+        final = self.backend.mirror_dir(path)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
         save_fn(str(tmp))
-        _write_atomic(tmp / META, json.dumps(meta, indent=2, default=str).encode())
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        self.backend.upload_dir(path, last=META)
         return final
 
     # -- pools ------------------------------------------------------------------------------
 
-    def pool_dir(self, key: str) -> Path:
-        return self.root / "pools" / key
+    def pool_dir(self, key: str) -> Path | str:
+        """Where pool `key` lives: a local Path, or its s3:// URL."""
+        return self.backend.locate(f"pools/{key}")
 
     def create_pool(self, key: str, meta: dict) -> None:
-        directory = self.pool_dir(key)
-        directory.mkdir(parents=True, exist_ok=True)
-        if not (directory / META).exists():
-            _write_atomic(directory / META, json.dumps(meta, indent=2, default=str).encode())
+        if not self.backend.exists(f"pools/{key}/{META}"):
+            self.backend.write_bytes(f"pools/{key}/{META}",
+                                     json.dumps(meta, indent=2, default=str).encode())
 
     def pool_meta(self, key: str) -> dict:
-        return json.loads((self.pool_dir(key) / META).read_text())
+        return json.loads(self.backend.read_bytes(f"pools/{key}/{META}"))
 
     def manifest(self, key: str) -> dict:
-        path = self.pool_dir(key) / MANIFEST
-        if not path.exists():
+        try:
+            return json.loads(self.backend.read_bytes(f"pools/{key}/{MANIFEST}"))
+        except FileNotFoundError:
             return {"count": 0, "shards": []}
-        return json.loads(path.read_text())
 
     def count(self, key: str) -> int:
         return int(self.manifest(key)["count"])
@@ -103,12 +146,12 @@ class SyntheticStore:
         buffer = io.BytesIO()
         np.savez(buffer, images=images.images, labels=images.labels, seeds=images.seeds)
         data = buffer.getvalue()
-        _write_atomic(self.pool_dir(key) / name, data)
+        self.backend.write_bytes(f"pools/{key}/{name}", data)
         manifest["shards"].append({"file": name, "start": manifest["count"],
                                    "count": int(len(images.labels)),
                                    "sha256": hashlib.sha256(data).hexdigest()})
         manifest["count"] += int(len(images.labels))
-        _write_atomic(self.pool_dir(key) / MANIFEST, json.dumps(manifest, indent=1).encode())
+        self.backend.write_bytes(f"pools/{key}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
 
     def read(self, key: str, n: int) -> PoolImages:
         """The first n images of a pool, checksums verified; CorruptPool if any shard is bad."""
@@ -150,20 +193,19 @@ class SyntheticStore:
                 break
             good.append(shard)
         kept = sum(s["count"] for s in good)
+        # The manifest first: a crash between the two steps then leaves only unlisted shards.
+        self.backend.write_bytes(f"pools/{key}/{MANIFEST}",
+                                 json.dumps({"count": kept, "shards": good}, indent=1).encode())
         for shard in manifest["shards"][len(good):]:
-            (self.pool_dir(key) / shard["file"]).unlink(missing_ok=True)
-        _write_atomic(self.pool_dir(key) / MANIFEST,
-                      json.dumps({"count": kept, "shards": good}, indent=1).encode())
+            self.backend.delete(f"pools/{key}/{shard['file']}")
         return kept
 
     def pool_keys(self) -> list[str]:
-        pools = self.root / "pools"
-        return sorted(p.name for p in pools.iterdir() if (p / META).exists()) if pools.exists() else []
+        return _keys_with_meta(self.backend.list("pools"))
 
     def _read_shard(self, key: str, shard: dict) -> PoolImages:
-        path = self.pool_dir(key) / shard["file"]
         try:
-            data = path.read_bytes()
+            data = self.backend.read_bytes(f"pools/{key}/{shard['file']}")
         except FileNotFoundError:
             raise CorruptPool(f"pool {key}: {shard['file']} is missing") from None
         if hashlib.sha256(data).hexdigest() != shard["sha256"]:
@@ -172,11 +214,7 @@ class SyntheticStore:
             return PoolImages(arrays["images"], arrays["labels"], arrays["seeds"])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _keys_with_meta(paths: list[str]) -> list[str]:
+    """The `<key>` of every `<kind>/<key>/meta.json` among store paths."""
+    return sorted({parts[1] for parts in (p.split("/") for p in paths)
+                   if len(parts) == 3 and parts[2] == META})

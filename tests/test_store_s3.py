@@ -1,0 +1,264 @@
+"""The synthetic store on S3, against a real S3-API server (moto) on loopback.
+
+The same behaviours as test_store.py — nested prefixes, checksums, repair, generators saved
+and loaded — through boto3 and HTTP, plus the `check()` that the planner runs before any
+compute: a missing bucket or an unreachable endpoint is a one-line UserError, in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+
+from raysweep.data import create_dataset, split_dataset
+from raysweep.errors import UserError
+from raysweep.synthesis import service
+from raysweep.synthesis.cache_cli import cache_ls, cache_verify
+from raysweep.synthesis.store import CorruptPool, PoolImages, SyntheticStore
+
+
+def images(start, stop):
+    index = np.arange(start, stop)
+    pixels = (index % 255).astype(np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
+    return PoolImages(pixels, index % 10, index)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """A moto S3 server on a free loopback port, and boto3's environment pointing at it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    environment = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+        # Nothing may leave loopback: no user config, no instance metadata, no proxy.
+        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            patch.delenv(name, raising=False)
+        yield url
+    server.stop()
+
+
+@pytest.fixture
+def s3(endpoint):
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"raysweep-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def store(bucket, tmp_path):
+    return SyntheticStore(f"s3://{bucket}/sweeps/cache", cache_dir=tmp_path / "cache")
+
+
+def flip_byte(s3, bucket, key):
+    data = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[-5] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+
+
+def test_boto3_honours_aws_endpoint_url(endpoint, s3):
+    assert s3.meta.endpoint_url == endpoint
+
+
+def test_append_then_read_prefixes(store, s3, bucket):
+    store.create_pool("k", {"what": "test"})
+    store.append("k", images(0, 30))
+    store.append("k", images(30, 50))
+    assert store.count("k") == 50
+    prefix = store.read("k", 40)
+    assert np.array_equal(prefix.seeds, np.arange(40))
+    assert np.array_equal(store.read("k", 10).images, prefix.images[:10])
+    with pytest.raises(ValueError, match="holds 50"):
+        store.read("k", 51)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(keys) == [f"sweeps/cache/pools/k/{name}" for name in
+                            ("manifest.json", "meta.json", "shard-00000.npz", "shard-00001.npz")]
+    assert store.pool_keys() == ["k"]
+    assert store.pool_dir("k") == f"s3://{bucket}/sweeps/cache/pools/k"
+    # str(root) rebuilds the same store, as trials do from the sweep's context; so does pickle.
+    assert store.root == f"s3://{bucket}/sweeps/cache"
+    assert SyntheticStore(str(store.root)).count("k") == 50
+    assert pickle.loads(pickle.dumps(store)).count("k") == 50
+
+
+def test_wrong_checksum_is_detected_and_repaired(store, s3, bucket):
+    store.create_pool("k", {})
+    for start in (0, 10, 20):
+        store.append("k", images(start, start + 10))
+    flip_byte(s3, bucket, "sweeps/cache/pools/k/shard-00001.npz")
+    assert store.verify("k") == ["pool k: shard-00001.npz does not match its checksum"]
+    with pytest.raises(CorruptPool, match="checksum"):
+        store.read("k", 15)
+    assert store.read("k", 10).images.shape[0] == 10
+    assert store.repair("k") == 10
+    assert store.verify("k") == [] and store.count("k") == 10
+    shards = s3.list_objects_v2(Bucket=bucket, Prefix="sweeps/cache/pools/k/shard")["Contents"]
+    listed = [o["Key"] for o in shards]
+    assert listed == ["sweeps/cache/pools/k/shard-00000.npz"]
+    store.append("k", images(10, 20))
+    assert np.array_equal(store.read("k", 20).seeds, np.arange(20))
+
+
+def test_missing_shard_and_unlisted_shard(store, s3, bucket):
+    store.create_pool("k", {})
+    store.append("k", images(0, 10))
+    # A crash after a shard PUT but before the manifest PUT: the pool is as it was.
+    s3.put_object(Bucket=bucket, Key="sweeps/cache/pools/k/shard-00001.npz", Body=b"half")
+    assert store.count("k") == 10 and store.verify("k") == []
+    s3.delete_object(Bucket=bucket, Key="sweeps/cache/pools/k/shard-00000.npz")
+    assert store.verify("k") == ["pool k: shard-00000.npz is missing"]
+
+
+def test_generator_saved_meta_last_and_loaded_from_a_fresh_cache(store, s3, bucket, tmp_path):
+    def save(directory):  # like save_pretrained: files and a subfolder
+        (Path(directory) / "weights.bin").write_bytes(b"\x00\x01" * 1000)
+        (Path(directory) / "unet").mkdir()
+        (Path(directory) / "unet" / "config.json").write_text("{}")
+
+    assert not store.has_generator("g")
+    local = store.save_generator("g", {"generator": "test", "seed": 0}, save)
+    assert store.has_generator("g") and (local / "weights.bin").is_file()
+    assert store.generator_keys() == ["g"] and store.generator_meta("g")["generator"] == "test"
+
+    other_machine = SyntheticStore(str(store.root), cache_dir=tmp_path / "other-cache")
+    loaded = other_machine.generator_dir("g")
+    assert str(loaded).startswith(str(tmp_path / "other-cache"))
+    assert (loaded / "weights.bin").read_bytes() == b"\x00\x01" * 1000
+    assert (loaded / "unet" / "config.json").read_text() == "{}"
+    assert json.loads((loaded / "meta.json").read_text())["seed"] == 0
+    stamp = (loaded / "weights.bin").stat().st_mtime_ns
+    assert other_machine.generator_dir("g") == loaded  # the cache is reused, not re-downloaded
+    assert (loaded / "weights.bin").stat().st_mtime_ns == stamp
+
+    # Without meta.json (an interrupted upload) the generator does not count as stored.
+    s3.delete_object(Bucket=bucket, Key="sweeps/cache/generators/g/meta.json")
+    assert not store.has_generator("g") and store.generator_keys() == []
+    with pytest.raises(FileNotFoundError):
+        other_machine.generator_dir("g")
+
+
+TINY_DDPM = {"steps": 3, "block_out_channels": [8, 16], "image_size": 8, "sample_steps": 2,
+             "batch_size": 16}
+
+
+def test_service_trains_once_and_reuses_through_s3(store, tmp_path):
+    train = split_dataset(create_dataset("digits", image_size=8), per_class=2, seed=0).train
+    first = service.ensure_generator(store, "ddpm", TINY_DDPM, train, 0, log=print)
+    pool = service.ensure_pool(store, first, 10, seed=0, count=20, batch_size=8, log=print)
+    elsewhere = SyntheticStore(str(store.root), cache_dir=tmp_path / "elsewhere")
+    second = service.ensure_generator(elsewhere, "ddpm", TINY_DDPM, train, 0, log=print)
+    assert not first.reused and second.reused
+    assert second.weights_sha256 == first.weights_sha256
+    again = service.ensure_pool(elsewhere, second, 10, seed=0, count=20, log=print)
+    assert again.key == pool.key and again.generated == 0
+    fresh = second.generator.sample(*service.pool_order(10, 0, 0, 20))
+    stored = elsewhere.read(pool.key, 20).images.astype(int)
+    assert np.abs(stored - fresh.astype(int)).max() <= 1
+
+
+def check_cache_ls_and_verify(store, damage):
+    store.create_pool("p1", {"generator": "ddpm", "seed": 3, "num_classes": 10})
+    store.append("p1", images(0, 10))
+    store.append("p1", images(10, 15))
+    store.save_generator("g1", {"generator": "ddpm", "dataset": "digits", "train_images": 50,
+                                "seed": 0, "fit_seconds": 1.25}, lambda d: None)
+    listing = json.loads(cache_ls(store, as_json=True))
+    assert listing["store"] == str(store.root)
+    assert listing["pools"] == [{"key": "p1", "images": 15, "shards": 2,
+                                 "meta": {"generator": "ddpm", "seed": 3, "num_classes": 10}}]
+    assert [g["key"] for g in listing["generators"]] == ["g1"]
+    text = cache_ls(store, as_json=False)
+    assert "p1" in text and "15" in text and "generator=ddpm seed=3" in text and "g1" in text
+
+    report, ok = cache_verify(store)
+    assert ok and "ok   pool p1: 15 images in 2 shards" in report and "all good" in report
+    damage("pools/p1/shard-00001.npz")
+    report, ok = cache_verify(store)
+    assert not ok and "BAD  pool p1: shard-00001.npz does not match its checksum" in report
+
+
+def test_cache_ls_and_verify_on_s3(store, s3, bucket):
+    check_cache_ls_and_verify(store, lambda path: flip_byte(s3, bucket, f"sweeps/cache/{path}"))
+
+
+def test_cache_ls_and_verify_on_a_local_store(tmp_path):
+    def damage(path):
+        data = bytearray((tmp_path / path).read_bytes())
+        data[-5] ^= 0xFF
+        (tmp_path / path).write_bytes(bytes(data))
+
+    check_cache_ls_and_verify(SyntheticStore(tmp_path), damage)
+
+
+def test_store_at_the_bucket_root(bucket, s3, tmp_path):
+    store = SyntheticStore(f"s3://{bucket}", cache_dir=tmp_path)
+    store.create_pool("k", {})
+    store.append("k", images(0, 5))
+    assert store.root == f"s3://{bucket}" and store.pool_keys() == ["k"]
+    assert np.array_equal(store.read("k", 5).seeds, np.arange(5))
+    assert s3.head_object(Bucket=bucket, Key="pools/k/manifest.json")
+
+
+def test_check_passes_and_leaves_nothing_behind(store, s3, bucket):
+    store.check()
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_check_missing_bucket_is_a_user_error(endpoint, tmp_path):
+    store = SyntheticStore("s3://no-such-bucket-here/prefix", cache_dir=tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="s3://no-such-bucket-here/prefix.*does not exist") as error:
+        store.check()
+    assert "\n" not in str(error.value) and "aws s3 mb" in str(error.value)
+    assert time.perf_counter() - start < 10
+
+
+def test_check_unreachable_endpoint_is_a_user_error(endpoint, tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    store = SyntheticStore("s3://bucket/prefix", cache_dir=tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="cannot reach S3") as error:
+        store.check()
+    message = str(error.value)
+    assert "s3://bucket/prefix" in message and closed in message and "\n" not in message
+    assert time.perf_counter() - start < 10
+
+
+def test_check_local_store(tmp_path):
+    root = tmp_path / "new" / "cache"
+    SyntheticStore(root).check()
+    assert root.is_dir() and not list(root.iterdir())
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="not writable"):
+        SyntheticStore(tmp_path / "file" / "cache").check()
+
+
+def test_bad_s3_url_is_a_user_error():
+    with pytest.raises(UserError, match="s3://bucket/prefix"):
+        SyntheticStore("s3:///no-bucket")
