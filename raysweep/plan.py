@@ -7,14 +7,15 @@ synthetic pools, and turns the `sweep:` axes into Tune's search space. Nothing h
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 
-import timm
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from raysweep.augment import check_augmentation
+from raysweep.augment import TTA_TRANSFORMS, check_augmentation
+from raysweep.backbones import check_backbone
 from raysweep.compose import synthetic_count
 from raysweep.data import DataSplits
 from raysweep.errors import UserError
@@ -70,11 +71,11 @@ def check_names(spec: Spec) -> None:
     for name in axes["augmentation"].candidates():
         check_augmentation(name, spec.training.augmentation_params)
     for name in axes["backbone"].candidates():
-        if not timm.is_model(name):
-            close = difflib.get_close_matches(name, timm.list_models(), n=5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UserError(f"sweep.backbone: unknown timm model {name!r}{hint} "
-                            f"(see timm.list_models() for all names)")
+        check_backbone(name, spec.training.pretrained)
+    for name in spec.training.tta.transforms:
+        if name not in TTA_TRANSFORMS:
+            raise UserError(f"training.tta.transforms: unknown transform {name!r}; "
+                            f"known: {', '.join(TTA_TRANSFORMS)}")
     if axes["seed"].kind in ("uniform", "loguniform", "randint") and spec.needs_synthetic:
         raise UserError("sweep.seed: each seed needs its own synthetic pool, made before trials "
                         "start; give seeds as a list, e.g. seed: [0, 1, 2]")
@@ -119,6 +120,27 @@ def build_plan(spec: Spec) -> Plan:
              "train_images_real": len(splits.train)}
     return Plan(spec, splits, param_space, spec.tune.num_samples, trial_count, pools,
                 resources, fixed)
+
+
+def search_and_scheduler(spec: Spec):
+    """Tune's search algorithm and trial scheduler for the spec's `tune:` block."""
+    settings = spec.tune
+    if settings.search_alg == "optuna":
+        from optuna.samplers import TPESampler
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = OptunaSearch(sampler=TPESampler(seed=settings.search_seed))
+        if settings.max_concurrent_trials:
+            search = ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent_trials)
+    else:
+        search = BasicVariantGenerator(random_state=settings.search_seed)
+    scheduler = None
+    if settings.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.training.epochs,
+                                  grace_period=min(settings.asha.grace_period, spec.training.epochs),
+                                  reduction_factor=settings.asha.reduction_factor)
+    return search, scheduler
 
 
 def _to_tune(axis: Axis, search_alg: str):

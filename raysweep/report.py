@@ -60,6 +60,8 @@ def summarize(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     for values, group in trials.groupby(keys, sort=True):
         scores = group[metric].dropna().to_numpy(float)
         n = len(scores)
+        if n == 0:  # trials a scheduler stopped before their final evaluation
+            continue
         half = float(stats.t.ppf(0.975, n - 1) * scores.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
         rows.append({**dict(zip(keys, values)), "n": n, "mean": scores.mean() if n else float("nan"),
                      "ci95": half})

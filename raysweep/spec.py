@@ -90,25 +90,48 @@ class SynthesisSpec(_Strict):
     mode: Literal["add", "replace", "only"] = "add"
 
 
+class TTASpec(_Strict):
+    transforms: list[str] = Field(default_factory=lambda: ["identity", "hflip", "shift"])
+    reduce: Literal["mean", "max"] = "mean"
+
+
 class TrainingSpec(_Strict):
     epochs: int = Field(default=6, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
     input_size: int | None = Field(default=32, ge=8)
-    pretrained: bool = False
+    pretrained: bool | str = False
     augmentation_params: dict[str, float] = Field(default_factory=dict)
+    warmup_epochs: int = Field(default=0, ge=0)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    tta: TTASpec = Field(default_factory=TTASpec)
     threads: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainingSpec":
+        if self.warmup_epochs >= self.epochs:
+            raise UserError(f"training.warmup_epochs: {self.warmup_epochs} leaves no epoch with "
+                            f"synthetic data out of {self.epochs}; use fewer than epochs")
+        return self
+
+
+class ASHASpec(_Strict):
+    grace_period: int = Field(default=2, ge=1)
+    reduction_factor: float = Field(default=3, gt=1)
 
 
 class TuneSpec(_Strict):
-    search_alg: Literal["grid", "random"] = "grid"
+    search_alg: Literal["grid", "random", "optuna"] = "grid"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    asha: ASHASpec = Field(default_factory=ASHASpec)
+    search_seed: int = 0
     num_samples: int = Field(default=1, ge=1)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
-    metric: Literal["val_accuracy", "val_balanced_accuracy", "val_macro_f1", "train_loss"] = \
-        "val_balanced_accuracy"
+    metric: Literal["val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_macro_auc",
+                    "train_loss"] = "val_balanced_accuracy"
     mode: Literal["max", "min"] = "max"
     storage_path: str = ".raysweep/tune"
 
@@ -171,6 +194,9 @@ class Spec(_Strict):
         if self.synthesis.mode == "only" and min(float(v) for v in ratio.values) <= 0:
             raise UserError("sweep.synthetic_ratio: mode 'only' trains on synthetic images alone, "
                             "so every ratio must be > 0")
+        if self.tune.search_alg == "optuna" and all(axis.is_fixed for axis in axes.values()):
+            raise UserError("tune.search_alg: optuna needs something to search, but every sweep "
+                            "axis is fixed; give a list or a distribution for at least one axis")
         if self.tune.search_alg == "grid" and any(axes[n].kind in ("uniform", "loguniform", "randint")
                                                   for n in AXES) and self.tune.num_samples == 1:
             # Grid search with a distribution samples it num_samples times: say so instead of

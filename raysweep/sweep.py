@@ -12,11 +12,10 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray.tune.search.basic_variant import BasicVariantGenerator
 from mlflow.tracking import MlflowClient
 
 from raysweep.figures import sample_grid
-from raysweep.plan import Plan
+from raysweep.plan import Plan, search_and_scheduler
 from raysweep.spec import spec_to_yaml
 from raysweep.synthesis.service import PoolStatus, ensure_generator, ensure_pool
 from raysweep.synthesis.store import SyntheticStore
@@ -82,17 +81,19 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                      include_dashboard=False)
         context = {"dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
-                   "mode": spec.synthesis.mode, "store_root": str(store.root), "pools": pools}
+                   "synthesis_mode": spec.synthesis.mode, "store_root": str(store.root),
+                   "pools": pools, "metric": spec.tune.metric, "mode": spec.tune.mode}
         trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
                                         plan.resources)
         callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
                                        plan.fixed_params)
+        search, scheduler = search_and_scheduler(spec)
         tuner = tune.Tuner(
             trainable,
             param_space=plan.param_space,
             tune_config=tune.TuneConfig(
-                num_samples=plan.num_samples,
-                search_alg=BasicVariantGenerator(random_state=0),
+                metric=spec.tune.metric, mode=spec.tune.mode, num_samples=plan.num_samples,
+                search_alg=search, scheduler=scheduler,
                 max_concurrent_trials=spec.tune.max_concurrent_trials),
             run_config=tune.RunConfig(
                 name=sweep_id, storage_path=str(Path(spec.tune.storage_path).resolve()),
@@ -104,7 +105,7 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             ray.shutdown()
         errors = len(results.errors)
         if errors == 0:
-            best = results.get_best_result(spec.tune.metric, spec.tune.mode)
+            best = results.get_best_result()
             client.log_metric(parent_run_id, f"best_{spec.tune.metric}",
                               float(best.metrics[spec.tune.metric]))
         seconds = time.perf_counter() - started

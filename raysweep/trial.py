@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from ray import tune
 
 from raysweep.augment import TestTimeAugmentation, create_augmentation, soft_cross_entropy
+from raysweep.backbones import create_backbone
 from raysweep.compose import compose, synthetic_count
 from raysweep.data import create_dataset, split_dataset
 from raysweep.evaluation import classification_metrics, confusion, predict_probabilities
@@ -67,7 +67,7 @@ def train_fn(config: dict, context: dict) -> None:
     # 2. Real splits, plus the synthetic prefix this ratio asks for.
     splits = load_splits(context["dataset"])
     train, num_classes = splits.train, splits.train.num_classes
-    ratio, mode = float(config["synthetic_ratio"]), context["mode"]
+    ratio, mode = float(config["synthetic_ratio"]), context["synthesis_mode"]
     n_synthetic = synthetic_count(ratio, mode, len(train))
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
@@ -81,13 +81,17 @@ def train_fn(config: dict, context: dict) -> None:
     x_val, x_test = to_tensor(splits.val.images, size), to_tensor(splits.test.images, size)
 
     # 3. Model, augmentation, optimiser, schedule (timm and kornia factories).
-    model = timm.create_model(config["backbone"], pretrained=training["pretrained"],
-                              num_classes=num_classes, in_chans=train.channels)
+    model = create_backbone(config["backbone"], num_classes=num_classes, in_chans=train.channels,
+                            input_size=size, pretrained=training["pretrained"])
     flips = not train.flips_change_label
     augmentation = create_augmentation(config["augmentation"], num_classes=num_classes,
                                        flips=flips, params=training["augmentation_params"])
-    steps_per_epoch = math.ceil(len(y_train) / training["batch_size"])
-    total_steps = steps_per_epoch * training["epochs"]
+    # Warm-up epochs (seed 000) train on the real rows only; the schedule counts every step.
+    real_rows = torch.from_numpy(np.flatnonzero(~is_synthetic))
+    all_rows = torch.arange(len(y_train))
+    warmup, batch_size = training["warmup_epochs"], training["batch_size"]
+    real_steps, all_steps = (math.ceil(len(rows) / batch_size) for rows in (real_rows, all_rows))
+    total_steps = warmup * real_steps + (training["epochs"] - warmup) * all_steps
     optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"],
                                   weight_decay=training["weight_decay"])
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=training["lr"],
@@ -95,7 +99,7 @@ def train_fn(config: dict, context: dict) -> None:
                                                    anneal_strategy="cos")
 
     # 4. Resume from Tune's checkpoint when the trial restarts.
-    first_epoch, train_seconds = 0, 0.0
+    first_epoch, train_seconds, best, since_best = 0, 0.0, -math.inf, 0
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
@@ -104,17 +108,19 @@ def train_fn(config: dict, context: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         first_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        best, since_best = state["best"], state["since_best"]
         torch.set_rng_state(state["rng"])
 
-    # 5. Epochs: train, validate, report with a checkpoint.
+    # 5. Epochs: train, validate, report with a checkpoint; stop early when val stalls.
     for epoch in range(first_epoch, training["epochs"]):
         start = time.perf_counter()
         model.train()
         augmentation.train()
-        order = torch.randperm(len(y_train))
+        rows, n_steps = (real_rows, real_steps) if epoch < warmup else (all_rows, all_steps)
+        order = rows[torch.randperm(len(rows))]
         losses = []
-        for step in range(steps_per_epoch):
-            index = order[step * training["batch_size"]:(step + 1) * training["batch_size"]]
+        for step in range(n_steps):
+            index = order[step * batch_size:(step + 1) * batch_size]
             batch, soft_targets = augmentation(x_train[index], y_train[index])
             loss = soft_cross_entropy(model(normalize(batch)), soft_targets)
             optimizer.zero_grad(set_to_none=True)
@@ -124,33 +130,44 @@ def train_fn(config: dict, context: dict) -> None:
             losses.append(loss.item())
         train_seconds += time.perf_counter() - start
 
-        val_probs = predict_probabilities(model, normalize(x_val))
+        model.eval()
+        val_probs = predict_probabilities(lambda x: model(normalize(x)), x_val)
         metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                    **classification_metrics(splits.val.labels, val_probs, "val"),
                    "train_seconds": train_seconds, "train_images": int(len(y_train)),
                    "real_images_used": int((~is_synthetic).sum()),
                    "synthetic_images_used": int(is_synthetic.sum())}
-        last = epoch + 1 == training["epochs"]
+        score = metrics[context["metric"]] * (1 if context["mode"] == "max" else -1)
+        best, since_best = (score, 0) if score > best else (best, since_best + 1)
+        patience = training["early_stopping_patience"]
+        stopped_early = patience is not None and since_best >= patience
+        last = stopped_early or epoch + 1 == training["epochs"]
         with tempfile.TemporaryDirectory() as directory:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(), "epoch": epoch + 1,
-                        "train_seconds": train_seconds, "rng": torch.get_rng_state()},
-                       Path(directory) / "state.pt")
+                        "train_seconds": train_seconds, "rng": torch.get_rng_state(),
+                        "best": best, "since_best": since_best}, Path(directory) / "state.pt")
             if last:
-                metrics.update(_final_evaluation(model, x_test, splits, flips, context,
+                metrics["stopped_early"] = float(stopped_early)
+                metrics.update(_final_evaluation(model, x_test, splits, flips, training,
                                                  synthetic_images[:n_synthetic],
                                                  synthetic_labels[:n_synthetic],
                                                  Path(directory) / "artifacts"))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if stopped_early:
+            break
 
 
-def _final_evaluation(model, x_test, splits, flips, context, synthetic_images, synthetic_labels,
+def _final_evaluation(model, x_test, splits, flips, training, synthetic_images, synthetic_labels,
                       artifacts: Path) -> dict:
-    """Test metrics (plain and with TTA) and the trial's artifacts."""
+    """Test metrics (plain and with TTA, seed 000) and the trial's artifacts."""
     artifacts.mkdir()
-    test_probs = predict_probabilities(model, normalize(x_test))
-    tta = TestTimeAugmentation(flips=flips)
-    tta_probs = predict_probabilities(model, normalize(x_test), tta=tta)
+    model.eval()
+    classify = lambda x: model(normalize(x))  # noqa: E731 - TTA views are made before normalising
+    test_probs = predict_probabilities(classify, x_test)
+    tta = TestTimeAugmentation(transforms=training["tta"]["transforms"],
+                               reduce=training["tta"]["reduce"], flips=flips)
+    tta_probs = predict_probabilities(classify, x_test, tta=tta)
     metrics = {**classification_metrics(splits.test.labels, test_probs, "test"),
                **classification_metrics(splits.test.labels, tta_probs, "test_tta")}
     class_names = list(splits.train.class_names)
