@@ -16,6 +16,8 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="a sweep spec, e.g. search_spaces/ratio.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a spec key, e.g. --set training.epochs=2")
+    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance")
+    parser.add_argument("--num-gpus", type=float, help="GPUs (logical ones too) for local Ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                                             "then the spec, then sqlite:///mlflow.db)")
     run.add_argument("--address", help="Ray cluster address (`auto` on a cluster); local if unset")
-    run.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance")
-    run.add_argument("--num-gpus", type=float, help="GPUs (logical ones too) for local Ray")
 
     validate = commands.add_parser("validate", help="check a spec and print what it would run")
     _add_spec_arguments(validate)
@@ -58,7 +58,8 @@ def _validate(args) -> "Plan":  # noqa: F821 - imported lazily to keep `--help` 
     from raysweep.plan import build_plan
     from raysweep.spec import load_spec
 
-    return build_plan(load_spec(args.spec, args.overrides))
+    return build_plan(load_spec(args.spec, args.overrides), num_cpus=args.num_cpus,
+                      num_gpus=args.num_gpus, local=getattr(args, "address", None) is None)
 
 
 def cmd_validate(args) -> int:

@@ -8,6 +8,7 @@ synthetic pools, and turns the `sweep:` axes into Tune's search space. Nothing h
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from ray import tune
@@ -54,7 +55,10 @@ class Plan:
             f"resources per trial: {self.resources['cpu']:g} CPU, {self.resources['gpu']:g} GPU",
         ]
         if self.pools:
-            lines.append(f"generator {self.spec.generator.name} ({self.spec.synthesis.mode} mode); pools: "
+            synthesis = self.spec.synthesis
+            lines.append(f"generator {self.spec.generator.name} ({synthesis.mode} mode): "
+                         f"{synthesis.actors} actor(s), {synthesis.cpus_per_actor:g} CPU and "
+                         f"{synthesis.gpus_per_actor:g} GPU each; pools: "
                          + ", ".join(f"seed {p.seed}: {p.count} images" for p in self.pools))
         else:
             lines.append("no synthetic data (every synthetic_ratio is 0)")
@@ -95,9 +99,45 @@ def check_generator(name: str, options: dict) -> None:
         check_available()
 
 
-def build_plan(spec: Spec) -> Plan:
-    """Check names, load the real splits and derive Tune's param space and the pools."""
+def local_resources(num_cpus: float | None, num_gpus: float | None) -> tuple[float, float]:
+    """What a local Ray instance started by `raysweep run` will have."""
+    if num_gpus is None:
+        import torch
+
+        num_gpus = torch.cuda.device_count()
+    return float(num_cpus or os.cpu_count() or 1), float(num_gpus)
+
+
+def check_budget(spec: Spec, cpus: float, gpus: float) -> None:
+    """Generator actors hold their resources for the whole sweep; a trial must still fit beside
+    them, or Tune would wait forever."""
+    synthesis, settings = spec.synthesis, spec.tune
+    held_cpu = synthesis.actors * synthesis.cpus_per_actor if spec.needs_synthetic else 0.0
+    held_gpu = synthesis.actors * synthesis.gpus_per_actor if spec.needs_synthetic else 0.0
+    if held_gpu > gpus:
+        raise UserError(f"synthesis: {synthesis.actors} actor(s) x {synthesis.gpus_per_actor:g} GPU "
+                        f"need {held_gpu:g} GPUs but {gpus:g} are available; lower synthesis.actors "
+                        f"or synthesis.gpus_per_actor, or pass --num-gpus")
+    for kind, held, total, per_trial in (("CPU", held_cpu, cpus, settings.cpus_per_trial),
+                                         ("GPU", held_gpu, gpus, settings.gpus_per_trial)):
+        if per_trial > 0 and total - held < per_trial:
+            raise UserError(
+                f"tune.{kind.lower()}s_per_trial: a trial needs {per_trial:g} {kind} but only "
+                f"{max(0.0, total - held):g} of {total:g} stay free beside the generator actors "
+                f"({held:g} held); trials would wait forever. Lower synthesis.actors or "
+                f"synthesis.{kind.lower()}s_per_actor, or tune.{kind.lower()}s_per_trial")
+
+
+def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None = None,
+               local: bool = True) -> Plan:
+    """Check names, load the real splits and derive Tune's param space and the pools.
+
+    `local`: the sweep starts its own Ray instance, so its resources are known now and the
+    budget of actors and trials is checked here (on a cluster, `run` checks it after connecting).
+    """
     check_names(spec)
+    if local:
+        check_budget(spec, *local_resources(num_cpus, num_gpus))
     if spec.needs_synthetic:
         SyntheticStore(spec.store.path).check()
     splits = load_splits(spec.dataset.model_dump())

@@ -88,6 +88,10 @@ class GeneratorSpec(_Strict):
 
 class SynthesisSpec(_Strict):
     mode: Literal["add", "replace", "only"] = "add"
+    actors: int = Field(default=1, ge=1)
+    cpus_per_actor: float = Field(default=0, ge=0)
+    gpus_per_actor: float = Field(default=0, ge=0, le=1)
+    chunk_size: int = Field(default=250, ge=1)
 
 
 class TTASpec(_Strict):

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from raysweep.figures import sample_grid
 from raysweep.plan import Plan, search_and_scheduler
 from raysweep.spec import spec_to_yaml
-from raysweep.synthesis.service import PoolStatus, ensure_generator, ensure_pool
+from raysweep.synthesis.actors import start_synthesis
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.tracking import MLflowTrialCallback, end_run, log_params, start_parent_run
 from raysweep.trial import train_fn
@@ -37,22 +37,32 @@ class SweepResult:
     seconds: float
 
 
-def prepare_synthetic(plan: Plan, store: SyntheticStore) -> tuple[dict[str, str], dict]:
-    """Train (or reuse) the generator and fill one pool per seed; returns pool keys and costs."""
+def prepare_synthetic(plan: Plan, store: SyntheticStore, service_name: str):
+    """Start the generator actors and the synthesis service, and fill every pool the plan
+    knows it needs (all seeds at once, chunks spread over the actors).
+
+    Returns the service handle, the actor handles, {seed: pool key} and the costs to log.
+    """
     spec = plan.spec
-    if not plan.pools:
-        return {}, {}
-    trained = ensure_generator(store, spec.generator.name, spec.generator.options,
-                               plan.splits.train, spec.generator.seed, log=log)
-    statuses: list[PoolStatus] = [
-        ensure_pool(store, trained, plan.splits.train.num_classes, request.seed, request.count,
-                    log=log)
-        for request in plan.pools]
-    costs = {"generator_fit_seconds": trained.fit_seconds,
-             "generator_reused": float(trained.reused),
-             "synthetic_images_generated": float(sum(s.generated for s in statuses)),
-             "synthetic_generation_seconds": sum(s.seconds for s in statuses)}
-    return {str(s.seed): s.key for s in statuses}, costs
+    synthesis = spec.synthesis
+    start = time.perf_counter()
+    service, actors, first = start_synthesis(
+        spec.generator.name, spec.generator.options, plan.splits.train, spec.generator.seed, store,
+        [p.seed for p in plan.pools], actors=synthesis.actors,
+        cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
+        chunk_size=synthesis.chunk_size, service_name=service_name, log=log)
+    load_seconds = time.perf_counter() - start
+    statuses = ray.get([service.ensure.remote(p.seed, p.count) for p in plan.pools])
+    for request, status in zip(plan.pools, statuses):
+        log(f"pool {status['key']} (seed {request.seed}): {status['count']} images "
+            f"({status['generated']} generated, {status['reused']} reused) in {status['seconds']:.0f}s")
+    costs = {"generator_fit_seconds": first["fit_seconds"],
+             "generator_reused": float(first["reused"]),
+             "generator_load_seconds": load_seconds,
+             "synthetic_images_generated": float(sum(s["generated"] for s in statuses)),
+             "synthetic_generation_seconds": max(s["seconds"] for s in statuses)}
+    pools = {str(p.seed): s["key"] for p, s in zip(plan.pools, statuses)}
+    return service, actors, pools, costs
 
 
 def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
@@ -71,18 +81,20 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             (Path(directory) / "spec.yaml").write_text(spec_to_yaml(spec))
             client.log_artifact(parent_run_id, str(Path(directory) / "spec.yaml"))
 
-        pools, costs = prepare_synthetic(plan, store)
-        for key, value in costs.items():
-            client.log_metric(parent_run_id, key, value)
-        _log_pool_grids(client, parent_run_id, store, pools, plan)
-
         owns_ray = not ray.is_initialized()
         if owns_ray:
             ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                      include_dashboard=False)
-        context = {"dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
+        service_name, actors, pools = f"raysweep-synthesis-{sweep_id}", [], {}
+        if plan.pools:
+            service, actors, pools, costs = prepare_synthetic(plan, store, service_name)
+            for key, value in costs.items():
+                client.log_metric(parent_run_id, key, value)
+            _log_pool_grids(client, parent_run_id, store, pools, plan)
+        context = {"service": service_name if plan.pools else None,
+                   "dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
                    "synthesis_mode": spec.synthesis.mode, "store_root": str(store.root),
-                   "pools": pools, "metric": spec.tune.metric, "mode": spec.tune.mode}
+                   "metric": spec.tune.metric, "mode": spec.tune.mode}
         trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
                                         plan.resources)
         callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
@@ -101,6 +113,10 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
         results = tuner.fit()
+        if actors:
+            client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
+            generated = sum(ray.get(service.stats.remote())["generated"].values())
+            client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
         if owns_ray:
             ray.shutdown()
         errors = len(results.errors)
@@ -116,6 +132,14 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         raise
     return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
                        seconds)
+
+
+def model_loads(actors: list) -> int:
+    """Each actor process loads its model once, in its constructor: loads = actors + restarts."""
+    from ray._private.state import actors as actor_table
+
+    table = actor_table()
+    return sum(1 + int(table.get(a._actor_id.hex(), {}).get("NumRestarts", 0)) for a in actors)
 
 
 def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,

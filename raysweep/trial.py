@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 import torch.nn.functional as F
 from ray import tune
@@ -71,8 +72,12 @@ def train_fn(config: dict, context: dict) -> None:
     n_synthetic = synthetic_count(ratio, mode, len(train))
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
+    synthesis = {"generated": 0, "reused": 0}
     if n_synthetic:
-        pool = SyntheticStore(context["store_root"]).read(context["pools"][str(seed)], n_synthetic)
+        # The service extends the pool if it is short (one generation even if trials race).
+        service = ray.get_actor(context["service"])
+        synthesis = ray.get(service.ensure.remote(seed, n_synthetic))
+        pool = SyntheticStore(context["store_root"]).read(synthesis["key"], n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
                                            synthetic_labels, ratio, mode, seed)
@@ -136,7 +141,9 @@ def train_fn(config: dict, context: dict) -> None:
                    **classification_metrics(splits.val.labels, val_probs, "val"),
                    "train_seconds": train_seconds, "train_images": int(len(y_train)),
                    "real_images_used": int((~is_synthetic).sum()),
-                   "synthetic_images_used": int(is_synthetic.sum())}
+                   "synthetic_images_used": int(is_synthetic.sum()),
+                   "synthetic_images_generated_for_trial": int(synthesis["generated"]),
+                   "synthetic_images_reused": int(synthesis["reused"])}
         score = metrics[context["metric"]] * (1 if context["mode"] == "max" else -1)
         best, since_best = (score, 0) if score > best else (best, since_best + 1)
         patience = training["early_stopping_patience"]

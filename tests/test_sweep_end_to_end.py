@@ -14,6 +14,7 @@ dataset: {name: digits, per_class: 8}
 generator:
   name: ddpm
   options: {steps: 4, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}
+synthesis: {actors: 2, chunk_size: 24}
 training: {epochs: 2, batch_size: 16, input_size: 16}
 tune: {cpus_per_trial: 1}
 sweep:
@@ -28,8 +29,7 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
     spec = in_tmp_cwd / "tiny.yaml"
     spec.write_text(TINY)
     assert main(["run", str(spec), "--num-cpus", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "generator ddpm: trained" in out
+    capsys.readouterr()
 
     mlflow.set_tracking_uri(f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["tiny"])
@@ -50,19 +50,29 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
         assert "confusion_matrix.png" in artifacts
         ratio = float(client.get_run(row.run_id).data.params["synthetic_ratio"])
         assert ("synthetic_samples.png" in artifacts) == (ratio > 0)
-        used = client.get_run(row.run_id).data.metrics["synthetic_images_used"]
-        assert used == round(ratio * 80)
+        metrics = client.get_run(row.run_id).data.metrics
+        assert metrics["synthetic_images_used"] == round(ratio * 80)
+        assert metrics["synthetic_images_reused"] == round(ratio * 80)
+        assert metrics["synthetic_images_generated_for_trial"] == 0  # the sweep filled pools first
         assert 0.0 <= client.get_run(row.run_id).data.metrics["test_accuracy"] <= 1.0
     parent_artifacts = {a.path for a in client.list_artifacts(parents.iloc[0]["run_id"])}
     assert {"spec.yaml", "synthetic_samples_seed0.png", "synthetic_samples_seed1.png"} <= parent_artifacts
     assert any(p.startswith("report-") for p in parent_artifacts)
-    # One pool per seed, each holding exactly the largest ratio's images: generated once.
-    assert client.get_run(parents.iloc[0]["run_id"]).data.metrics["synthetic_images_generated"] == 160
+    # One pool per seed, each holding exactly the largest ratio's images: generated once,
+    # by two actors that each loaded the model once for all six trials.
+    parent_metrics = client.get_run(parents.iloc[0]["run_id"]).data.metrics
+    assert parent_metrics["synthetic_images_generated"] == 160
+    assert parent_metrics["generator_model_loads"] == 2
 
     # A second sweep reuses the trained generator and the pools.
     assert main(["run", str(spec), "--num-cpus", "2", "--set", "sweep.synthetic_ratio=[0, 1]"]) == 0
     out = capsys.readouterr().out
-    assert "skipping training" in out and "reusing 80 stored images" in out
+    assert "(0 generated, 80 reused)" in out
+    runs = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`raysweep.role` = 'sweep'",
+                              order_by=["start_time DESC"])
+    second = client.get_run(runs.iloc[0]["run_id"]).data.metrics
+    assert second["generator_reused"] == 1.0 and second["generator_fit_seconds"] == 0.0
+    assert second["synthetic_images_generated"] == 0
 
     # The report reads the latest sweep back from MLflow.
     assert main(["report", "--experiment", "tiny", "--out", str(in_tmp_cwd / "r.png")]) == 0

@@ -8,6 +8,7 @@ by content, so a second sweep with the same generator and data reuses both.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,11 @@ def ensure_generator(store: SyntheticStore, name: str, options: dict, train: Ima
         return TrainedGenerator(generator, key, _weights_sha256(directory), 0.0, True)
     log(f"generator {name}: training on {len(train)} images of the training split")
     start = time.perf_counter()
+    extra = {}
+    if "class_names" in inspect.signature(generator.fit).parameters:  # prompt-driven generators
+        extra["class_names"] = list(train.extra.get("prompt_names") or train.class_names)
     generator.fit(train.images, train.labels, train.num_classes, seed=seed,
-                  progress=lambda message: log(f"generator {name}: {message}"))
+                  progress=lambda message: log(f"generator {name}: {message}"), **extra)
     seconds = time.perf_counter() - start
     meta = {"generator": name, "config": generator.config(), "seed": seed,
             "dataset": train.name, "train_images": len(train), "fit_seconds": seconds}
@@ -63,11 +67,28 @@ def ensure_generator(store: SyntheticStore, name: str, options: dict, train: Ima
     return TrainedGenerator(generator, key, _weights_sha256(directory), seconds, False)
 
 
-def pool_key(trained: TrainedGenerator, num_classes: int, seed: int) -> str:
-    """The content key of the class-conditional pool this generator makes for `seed`."""
-    return content_key({"kind": "class-conditional", "generator": trained.generator.name,
-                        "generator_key": trained.key, "weights": trained.weights_sha256,
+def pool_key(generator: str, generator_key: str, weights_sha256: str, num_classes: int,
+             seed: int) -> str:
+    """The content key of the class-conditional pool a trained generator makes for `seed`."""
+    return content_key({"kind": "class-conditional", "generator": generator,
+                        "generator_key": generator_key, "weights": weights_sha256,
                         "num_classes": num_classes, "seed": seed})
+
+
+def pool_meta(generator: str, generator_key: str, weights_sha256: str, num_classes: int,
+              seed: int) -> dict:
+    """What `raysweep cache ls` shows for a pool: the fields its key hashes."""
+    return {"generator": generator, "generator_key": generator_key, "weights": weights_sha256,
+            "num_classes": num_classes, "seed": seed, "order": "label = i % num_classes"}
+
+
+def open_pool(store: SyntheticStore, key: str, meta: dict, log: Log = print) -> int:
+    """Create the pool if new, repair it if damaged; return how many good images it holds."""
+    store.create_pool(key, meta)
+    if store.verify(key):
+        kept = store.repair(key)
+        log(f"pool {key}: damaged shards found; kept the first {kept} images, regenerating the rest")
+    return store.count(key)
 
 
 def pool_order(num_classes: int, seed: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,14 +101,9 @@ def pool_order(num_classes: int, seed: int, start: int, stop: int) -> tuple[np.n
 def ensure_pool(store: SyntheticStore, trained: TrainedGenerator, num_classes: int, seed: int,
                 count: int, batch_size: int = 250, log: Log = print) -> PoolStatus:
     """Make the pool for `seed` hold at least `count` images, extending it if shorter."""
-    key = pool_key(trained, num_classes, seed)
-    store.create_pool(key, {"generator": trained.generator.name, "generator_key": trained.key,
-                            "weights": trained.weights_sha256, "num_classes": num_classes,
-                            "seed": seed, "order": "label = i % num_classes"})
-    if store.verify(key):
-        kept = store.repair(key)
-        log(f"pool {key}: damaged shards found; kept the first {kept} images, regenerating the rest")
-    have = store.count(key)
+    fields = (trained.generator.name, trained.key, trained.weights_sha256, num_classes, seed)
+    key = pool_key(*fields)
+    have = open_pool(store, key, pool_meta(*fields), log)
     start_time = time.perf_counter()
     for start in range(have, count, batch_size):
         stop = min(start + batch_size, count)

@@ -1,0 +1,11 @@
+"""The generator registry (timm-style): `create_generator("ddpm", steps=...)`, `list_generators()`.
+
+Built-in generators register themselves when their module is imported below.
+"""
+
+from raysweep.generators.base import Generator, create_generator, list_generators, register_generator
+from raysweep.generators import ddpm  # noqa: E402,F401  (registers "ddpm")
+from raysweep.generators import sd_text2img  # noqa: E402,F401  (registers "sd-text2img")
+from raysweep.generators import sd_inpaint  # noqa: E402,F401  (registers "sd-inpaint")
+
+__all__ = ["Generator", "create_generator", "list_generators", "register_generator"]

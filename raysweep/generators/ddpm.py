@@ -1,0 +1,474 @@
+"""`ddpm`: a small class-conditional diffusion model that raysweep trains itself (diffusers).
+
+Self-contained on purpose (diffusers' single-file policy): the UNet, the training loop and the
+sampler for this generator all live here, built from diffusers parts:
+
+* `UNet2DModel` with a class embedding (`num_class_embeds = num_classes + 1`; the extra id is
+  the "no label" token used for classifier-free guidance),
+* `DDPMScheduler` (cosine `squaredcos_cap_v2` betas) to noise the training images,
+* `DPMSolverMultistepScheduler` (DPM-Solver++, deterministic) or `DDIMScheduler` (eta = 0) to
+  sample in a handful of steps,
+* `EMAModel` for the weights that are saved and sampled from.
+
+The defaults were chosen by measurement on a 2-core CPU (see `benchmarks/generator_cas.py`):
+mnist5k, 50 real images per class, about three minutes of training; they favour a
+small, attention-free UNet at a reduced resolution, v-prediction with min-SNR loss weighting,
+a one-cycle learning rate, EMA and classifier-free guidance.
+
+Determinism: `fit` with the same data, config and seed gives the same weights on the same
+device and thread count. `sample` draws image i's initial noise from
+`torch.Generator().manual_seed(seeds[i])` on the CPU and the sampler adds no noise, so image i
+depends only on the weights, `labels[i]` and `seeds[i]`; the first n images of a request are
+the same whatever is asked after them (up to float rounding across batch sizes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raysweep.generators.base import register_generator
+
+_CONFIG_FILE = "raysweep_ddpm.json"
+_UNET_DIR = "unet"
+_PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+_SAMPLERS = ("dpmsolver++", "ddim")
+
+
+@contextlib.contextmanager
+def _threads(num_threads: int | None):
+    """Use `num_threads` intra-op threads inside the block only, then restore the old count."""
+    if not num_threads:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _to_model_space(images: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, S, S) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = x / 127.5 - 1.0
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+    return x.clamp(-1.0, 1.0)
+
+
+def _to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """float (N, C, S, S) in about [-1, 1] -> uint8 (N, H, W, C)."""
+    x = x.float().clamp(-1.0, 1.0)
+    if x.shape[-2:] != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > width)
+    x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@register_generator("ddpm")
+class DDPMGenerator:
+    """Class-conditional DDPM (diffusers `UNet2DModel`), trained from scratch on the train split.
+
+    Args:
+        steps: optimizer steps in `fit`.
+        batch_size: images per optimizer step (drawn with replacement, a fresh seeded draw each step).
+        lr: peak AdamW learning rate (linear warm-up over `warmup_steps`, then cosine to 0).
+        warmup_steps: learning-rate warm-up steps.
+        weight_decay: AdamW weight decay.
+        image_size: the square resolution the model trains and samples at; samples are resized
+            back to the size of the images `fit` saw. None: the data's own size (rounded up to a
+            multiple of 4).
+        block_out_channels: UNet channels per resolution level (one downsampling between levels).
+        layers_per_block: ResNet blocks per level.
+        attention: put self-attention in the lowest-resolution down/up blocks.
+        mid_attention: self-attention in the UNet's middle block.
+        norm_num_groups: GroupNorm groups (must divide every entry of `block_out_channels`).
+        num_train_timesteps: diffusion steps of the training noise schedule.
+        beta_schedule: diffusers beta schedule name ("squaredcos_cap_v2" is the cosine one).
+        prediction_type: what the UNet predicts: "epsilon", "v_prediction" or "sample".
+        snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE.
+        ema_decay: ceiling of the EMA decay (the EMA warms up from 0, so short runs still average).
+        cond_dropout: share of training labels replaced by the "no label" id, which enables
+            classifier-free guidance; 0 disables it.
+        guidance_scale: classifier-free guidance weight at sampling (1.0 = plain conditional).
+        sampler: "dpmsolver++" (DPM-Solver++ 2M, deterministic) or "ddim" (eta = 0).
+        sample_steps: denoising steps per sample.
+        augment_shift: random translation of training images by up to this many pixels (at the
+            data's resolution, zero padded); 0 disables it.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
+        num_threads: torch intra-op threads while fitting/sampling (restored afterwards);
+            None leaves torch's setting alone. Not part of `config()`.
+        sample_batch_size: images per denoising batch in `sample`. Not part of `config()`.
+    """
+
+    name = "ddpm"
+
+    def __init__(
+        self,
+        *,
+        steps: int = 1500,
+        batch_size: int = 64,
+        lr: float = 3e-3,
+        warmup_steps: int = 100,
+        weight_decay: float = 0.0,
+        image_size: int | None = 20,
+        block_out_channels: Sequence[int] = (32, 64, 64),
+        layers_per_block: int = 1,
+        attention: bool = False,
+        mid_attention: bool = False,
+        norm_num_groups: int = 8,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        prediction_type: str = "v_prediction",
+        snr_gamma: float | None = 5.0,
+        ema_decay: float = 0.999,
+        cond_dropout: float = 0.1,
+        guidance_scale: float = 2.0,
+        sampler: str = "dpmsolver++",
+        sample_steps: int = 15,
+        augment_shift: int = 0,
+        device: str = "auto",
+        num_threads: int | None = None,
+        sample_batch_size: int = 250,
+    ) -> None:
+        block_out_channels = tuple(int(c) for c in block_out_channels)
+        if not block_out_channels:
+            raise ValueError("ddpm: block_out_channels must name at least one level, e.g. [32, 64]")
+        if any(c % norm_num_groups for c in block_out_channels):
+            raise ValueError(f"ddpm: norm_num_groups={norm_num_groups} must divide every entry of "
+                             f"block_out_channels={list(block_out_channels)}")
+        if prediction_type not in _PREDICTION_TYPES:
+            raise ValueError(f"ddpm: prediction_type {prediction_type!r} is not one of "
+                             f"{', '.join(_PREDICTION_TYPES)}")
+        if sampler not in _SAMPLERS:
+            raise ValueError(f"ddpm: sampler {sampler!r} is not one of {', '.join(_SAMPLERS)}")
+        for key, value in (("steps", steps), ("batch_size", batch_size),
+                           ("sample_steps", sample_steps), ("layers_per_block", layers_per_block),
+                           ("num_train_timesteps", num_train_timesteps),
+                           ("sample_batch_size", sample_batch_size)):
+            if int(value) < 1:
+                raise ValueError(f"ddpm: {key} must be >= 1, got {value!r}")
+        if image_size is not None and int(image_size) < 4:
+            raise ValueError(f"ddpm: image_size must be >= 4 or None, got {image_size!r}")
+        if not 0.0 <= cond_dropout < 1.0:
+            raise ValueError(f"ddpm: cond_dropout must be in [0, 1), got {cond_dropout!r}")
+        if guidance_scale != 1.0 and cond_dropout == 0.0:
+            raise ValueError("ddpm: guidance_scale != 1 needs cond_dropout > 0 (the model must "
+                             "learn the unconditional case); set guidance_scale: 1.0")
+        self.steps = int(steps)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.warmup_steps = int(warmup_steps)
+        self.weight_decay = float(weight_decay)
+        self.image_size = None if image_size is None else int(image_size)
+        self.block_out_channels = block_out_channels
+        self.layers_per_block = int(layers_per_block)
+        self.attention = bool(attention)
+        self.mid_attention = bool(mid_attention)
+        self.norm_num_groups = int(norm_num_groups)
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.beta_schedule = str(beta_schedule)
+        self.prediction_type = str(prediction_type)
+        self.snr_gamma = None if snr_gamma is None else float(snr_gamma)
+        self.ema_decay = float(ema_decay)
+        self.cond_dropout = float(cond_dropout)
+        self.guidance_scale = float(guidance_scale)
+        self.sampler = str(sampler)
+        self.sample_steps = int(sample_steps)
+        self.augment_shift = int(augment_shift)
+        self.device = str(device)
+        self.num_threads = None if num_threads is None else int(num_threads)
+        self.sample_batch_size = int(sample_batch_size)
+        self.unet = None
+        # What fit() saw, needed to sample: set by fit() or load().
+        self.data_shape: tuple[int, int, int] | None = None  # (H, W, C)
+        self.num_classes: int | None = None
+        self.model_size: int | None = None
+        self.train_seconds: float | None = None
+
+    # ------------------------------------------------------------------ config
+    def config(self) -> dict[str, Any]:
+        """Every hyperparameter that changes the weights or the samples (hashed into pool keys)."""
+        return {
+            "generator": self.name,
+            "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+            "warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay,
+            "image_size": self.image_size, "block_out_channels": list(self.block_out_channels),
+            "layers_per_block": self.layers_per_block, "attention": self.attention,
+            "mid_attention": self.mid_attention, "norm_num_groups": self.norm_num_groups,
+            "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
+            "prediction_type": self.prediction_type, "snr_gamma": self.snr_gamma,
+            "ema_decay": self.ema_decay, "cond_dropout": self.cond_dropout,
+            "guidance_scale": self.guidance_scale, "sampler": self.sampler,
+            "sample_steps": self.sample_steps, "augment_shift": self.augment_shift,
+        }
+
+    # ------------------------------------------------------------------ parts
+    def _torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _build_unet(self, channels: int, num_classes: int, size: int):
+        from diffusers import UNet2DModel
+
+        levels = len(self.block_out_channels)
+        down = ["DownBlock2D"] * levels
+        up = ["UpBlock2D"] * levels
+        if self.attention and levels > 1:
+            down[-1] = "AttnDownBlock2D"
+            up[0] = "AttnUpBlock2D"
+        return UNet2DModel(
+            sample_size=size, in_channels=channels, out_channels=channels,
+            down_block_types=tuple(down), up_block_types=tuple(up),
+            block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
+            norm_num_groups=self.norm_num_groups, add_attention=self.mid_attention,
+            attention_head_dim=min(self.block_out_channels[-1], 32),
+            num_class_embeds=num_classes + 1,  # + the "no label" id for guidance
+        )
+
+    def _train_scheduler(self):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler(num_train_timesteps=self.num_train_timesteps,
+                             beta_schedule=self.beta_schedule,
+                             prediction_type=self.prediction_type, clip_sample=False)
+
+    def _sample_scheduler(self):
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+        common = dict(num_train_timesteps=self.num_train_timesteps,
+                      beta_schedule=self.beta_schedule, prediction_type=self.prediction_type)
+        if self.sampler == "ddim":
+            return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=False,
+                                 timestep_spacing="trailing")
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++",
+                                           solver_order=2, thresholding=False,
+                                           lower_order_final=True, timestep_spacing="trailing")
+
+    def _model_size_for(self, height: int, width: int) -> int:
+        if self.image_size is not None:
+            return self.image_size
+        multiple = 2 ** (len(self.block_out_channels) - 1)
+        return int(math.ceil(max(height, width) / multiple) * multiple)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
+            progress: Callable[[str], None] | None = None) -> None:
+        """Train from scratch on `images` (uint8 (N, H, W, C)) with `labels` (int, < num_classes)."""
+        images = np.asarray(images)
+        labels = np.asarray(labels).astype(np.int64)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(f"ddpm.fit: images must be uint8 (N, H, W, C), got "
+                             f"{images.dtype} {images.shape}")
+        if labels.shape != (images.shape[0],) or images.shape[0] == 0:
+            raise ValueError(f"ddpm.fit: need one label per image and at least one image, got "
+                             f"{images.shape[0]} images and labels of shape {labels.shape}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"ddpm.fit: labels must lie in [0, {num_classes}), got "
+                             f"[{labels.min()}, {labels.max()}]")
+        from diffusers.training_utils import EMAModel, compute_snr
+
+        started = time.perf_counter()
+        height, width, channels = (int(s) for s in images.shape[1:])
+        size = self._model_size_for(height, width)
+        device = self._torch_device()
+        with _threads(self.num_threads):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                unet = self._build_unet(channels, num_classes, size)
+            unet.to(device).train()
+            scheduler = self._train_scheduler()
+            gen = torch.Generator().manual_seed(int(seed) + 1)
+            data = _to_model_space(images, size) if not self.augment_shift else \
+                torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+            data = data.to(device)
+            targets = torch.from_numpy(labels).to(device)
+            alphas = scheduler.alphas_cumprod.to(device)
+            optimizer = torch.optim.AdamW(unet.parameters(), lr=self.lr,
+                                          weight_decay=self.weight_decay)
+            lr_at = self._lr_lambda()
+            lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+            ema = EMAModel(unet.parameters(), decay=self.ema_decay, use_ema_warmup=True,
+                           inv_gamma=1.0, power=2 / 3, foreach=True)
+            report_every = max(1, self.steps // 10)
+            running = None
+            null_label = num_classes
+            n = data.shape[0]
+            for step in range(1, self.steps + 1):
+                index = torch.randint(0, n, (self.batch_size,), generator=gen)
+                x0 = data[index.to(device)]
+                if self.augment_shift:
+                    x0 = self._shift(x0, gen, size)
+                y = targets[index.to(device)]
+                if self.cond_dropout > 0:
+                    drop = torch.rand(self.batch_size, generator=gen) < self.cond_dropout
+                    y = torch.where(drop.to(device), torch.full_like(y, null_label), y)
+                noise = torch.randn(x0.shape, generator=gen).to(device)
+                t = torch.randint(0, self.num_train_timesteps, (self.batch_size,),
+                                  generator=gen).to(device)
+                noisy = scheduler.add_noise(x0, noise, t)
+                pred = unet(noisy, t, class_labels=y).sample
+                if self.prediction_type == "epsilon":
+                    target = noise
+                elif self.prediction_type == "v_prediction":
+                    target = scheduler.get_velocity(x0, noise, t)
+                else:
+                    target = x0
+                per_image = F.mse_loss(pred.float(), target.float(), reduction="none")
+                per_image = per_image.mean(dim=(1, 2, 3))
+                if self.snr_gamma is not None:
+                    snr = alphas[t] / (1 - alphas[t])
+                    clipped = torch.clamp(snr, max=self.snr_gamma)
+                    # min-SNR-gamma expressed for each target (weights on the x0-error scale).
+                    if self.prediction_type == "epsilon":
+                        weight = clipped / snr
+                    elif self.prediction_type == "v_prediction":
+                        weight = clipped / (snr + 1)
+                    else:
+                        weight = clipped
+                    loss = (per_image * weight).mean()
+                else:
+                    loss = per_image.mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+                optimizer.step()
+                lr_sched.step()
+                ema.step(unet.parameters())
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"ddpm.fit: loss became {value} at step {step}; "
+                                             f"lower lr (now {self.lr})")
+                running = value if running is None else 0.9 * running + 0.1 * value
+                if progress is not None and (step % report_every == 0 or step == self.steps):
+                    progress(f"ddpm step {step}/{self.steps} loss {running:.4f} "
+                             f"({time.perf_counter() - started:.0f}s)")
+            ema.copy_to(unet.parameters())
+            unet.eval()
+        self.unet = unet
+        self.last_loss = running
+        self.data_shape = (height, width, channels)
+        self.num_classes = int(num_classes)
+        self.model_size = size
+        self.train_seconds = time.perf_counter() - started
+
+    def _lr_lambda(self) -> Callable[[int], float]:
+        warmup, total = max(self.warmup_steps, 0), self.steps
+
+        def lr_at(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        return lr_at
+
+    def _shift(self, raw: torch.Tensor, gen: torch.Generator, size: int) -> torch.Tensor:
+        """Translate uint8-valued (B, C, H, W) images by up to augment_shift pixels, then scale."""
+        pad = self.augment_shift
+        batch, _, height, width = raw.shape
+        padded = F.pad(raw, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (batch,), generator=gen).tolist()
+        dx = torch.randint(0, 2 * pad + 1, (batch,), generator=gen).tolist()
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + height, dx[i]:dx[i] + width]
+                           for i in range(batch)])
+        out = out / 127.5 - 1.0
+        if out.shape[-2:] != (size, size):
+            out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False,
+                                antialias=True)
+        return out.clamp(-1.0, 1.0)
+
+    # ------------------------------------------------------------------ sample
+    @torch.no_grad()
+    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """One uint8 (H, W, C) image per (label, seed), at the size of the data `fit` saw."""
+        if self.unet is None or self.data_shape is None:
+            raise RuntimeError("ddpm.sample: call fit() or load() first")
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
+        if labels.shape != seeds.shape:
+            raise ValueError(f"ddpm.sample: need one seed per label, got {labels.shape[0]} labels "
+                             f"and {seeds.shape[0]} seeds")
+        height, width, channels = self.data_shape
+        if labels.size == 0:
+            return np.zeros((0, height, width, channels), np.uint8)
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"ddpm.sample: labels must lie in [0, {self.num_classes})")
+        device = next(self.unet.parameters()).device
+        size = self.model_size
+        out = []
+        with _threads(self.num_threads):
+            for start in range(0, labels.size, self.sample_batch_size):
+                chunk = slice(start, start + self.sample_batch_size)
+                noise = torch.stack([
+                    torch.randn((channels, size, size),
+                                generator=torch.Generator().manual_seed(int(s)))
+                    for s in seeds[chunk]])
+                x = self._denoise(noise.to(device), torch.from_numpy(labels[chunk]).to(device))
+                out.append(_to_uint8(x, height, width))
+        return np.concatenate(out)
+
+    def _denoise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        scheduler = self._sample_scheduler()
+        scheduler.set_timesteps(self.sample_steps)
+        guided = self.guidance_scale != 1.0
+        if guided:
+            y = torch.cat([y, torch.full_like(y, self.num_classes)])
+        for t in scheduler.timesteps:
+            inp = torch.cat([x, x]) if guided else x
+            pred = self.unet(inp, t, class_labels=y).sample
+            if guided:
+                cond, uncond = pred.chunk(2)
+                pred = uncond + self.guidance_scale * (cond - uncond)
+            x = scheduler.step(pred, t, x).prev_sample
+        return x
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str) -> None:
+        """Write the EMA UNet (`save_pretrained`) and raysweep_ddpm.json into `directory`."""
+        if self.unet is None:
+            raise RuntimeError("ddpm.save: nothing to save; call fit() first")
+        os.makedirs(directory, exist_ok=True)
+        self.unet.save_pretrained(os.path.join(directory, _UNET_DIR))
+        state = {"config": self.config(), "data_shape": list(self.data_shape),
+                 "num_classes": self.num_classes, "model_size": self.model_size,
+                 "train_seconds": self.train_seconds}
+        tmp = os.path.join(directory, _CONFIG_FILE + ".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
+        os.replace(tmp, os.path.join(directory, _CONFIG_FILE))
+
+    def load(self, directory: str) -> None:
+        """Load what `save` wrote; the saved config replaces this instance's hyperparameters."""
+        from diffusers import UNet2DModel
+
+        path = os.path.join(directory, _CONFIG_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ddpm.load: {path} not found; is {directory!r} a directory "
+                                    f"written by DDPMGenerator.save?")
+        with open(path) as handle:
+            state = json.load(handle)
+        config = dict(state["config"])
+        config.pop("generator", None)
+        fresh = DDPMGenerator(**config, device=self.device, num_threads=self.num_threads,
+                              sample_batch_size=self.sample_batch_size)
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items()})
+        unet = UNet2DModel.from_pretrained(os.path.join(directory, _UNET_DIR))
+        self.unet = unet.to(self._torch_device()).eval()
+        self.data_shape = tuple(int(s) for s in state["data_shape"])
+        self.num_classes = int(state["num_classes"])
+        self.model_size = int(state["model_size"])
+        self.train_seconds = state.get("train_seconds")

@@ -1,0 +1,136 @@
+"""Generator actors: each loads one generator once and serves image requests for the whole sweep.
+
+Ray's `num_gpus=0.25` is bookkeeping only, so an actor on a GPU also caps its own CUDA memory
+to its share. An actor that dies is restarted by Ray and reloads the stored weights (it never
+retrains); its in-flight request is retried, and since image i depends only on (label, seed),
+the retry returns the same images.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import ray
+
+from raysweep.data import ImageDataset
+from raysweep.synthesis.service import ensure_generator
+from raysweep.synthesis.store import SyntheticStore
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class GeneratorActor:
+    """Holds one trained generator in memory; `generate` turns (labels, seeds) into images."""
+
+    def __init__(self, name: str, options: dict, train: ImageDataset, fit_seed: int,
+                 store_root: str, threads: int, gpu_fraction: float):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        if gpu_fraction > 0 and torch.cuda.is_available():
+            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_fraction), 0)
+        start = time.perf_counter()
+        self.trained = ensure_generator(SyntheticStore(store_root), name, options, train, fit_seed,
+                                        log=lambda message: print(f"[raysweep] {message}",
+                                                                  flush=True))
+        self.load_seconds = time.perf_counter() - start
+        self.images_generated = 0
+        self.generate_seconds = 0.0
+
+    def info(self) -> dict:
+        """Who this actor is and what it has done (a restart shows as a new pid)."""
+        return {"pid": os.getpid(), "generator_key": self.trained.key,
+                "weights_sha256": self.trained.weights_sha256, "reused": self.trained.reused,
+                "fit_seconds": self.trained.fit_seconds, "load_seconds": self.load_seconds,
+                "images_generated": self.images_generated,
+                "generate_seconds": self.generate_seconds}
+
+    def generate(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        images = self.trained.generator.sample(labels, seeds)
+        self.generate_seconds += time.perf_counter() - start
+        self.images_generated += len(labels)
+        return images
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class SynthesisService:
+    """The one place trials ask for "the first n images of the pool for seed s".
+
+    It answers from the store, extends a pool that is too short (never regenerates it), makes
+    concurrent requests for one pool share one generation (a lock per pool), and splits the
+    missing images into chunks across the generator actors. Chunks come back in any order but
+    are appended in pool order, so the store only ever holds a complete prefix.
+    """
+
+    def __init__(self, store_root: str, actors: list, pools: dict[int, tuple[str, dict]],
+                 num_classes: int, chunk_size: int):
+        import asyncio
+
+        self.store = SyntheticStore(store_root)
+        self.actors = actors
+        self.pools = {int(seed): value for seed, value in pools.items()}
+        self.num_classes = num_classes
+        self.chunk_size = chunk_size
+        self.locks = {seed: asyncio.Lock() for seed in self.pools}
+        self.generated = {seed: 0 for seed in self.pools}
+        self.log: list[str] = []
+
+    async def ensure(self, seed: int, count: int) -> dict:
+        """Make pool `seed` hold >= count images; say how many this call generated."""
+        import asyncio
+
+        from raysweep.synthesis.service import open_pool, pool_order
+        from raysweep.synthesis.store import PoolImages
+
+        key, meta = self.pools[int(seed)]
+        async with self.locks[int(seed)]:
+            start_time = time.perf_counter()
+            have = open_pool(self.store, key, meta, self.log.append)
+            starts = list(range(have, count, self.chunk_size))
+            wave = 2 * len(self.actors)  # bounded memory: a few chunks per actor in flight
+            for first in range(0, len(starts), wave):
+                chunks = [(s, min(s + self.chunk_size, count)) for s in starts[first:first + wave]]
+                orders = [pool_order(self.num_classes, int(seed), a, b) for a, b in chunks]
+                refs = [self.actors[i % len(self.actors)].generate.remote(*order)
+                        for i, order in enumerate(orders)]
+                results = await asyncio.gather(*refs)
+                for (labels, seeds), images in zip(orders, results):
+                    self.store.append(key, PoolImages(images, labels, seeds))
+            generated = max(0, count - have)
+            self.generated[int(seed)] += generated
+            return {"key": key, "count": max(count, have), "generated": generated,
+                    "reused": min(count, have), "seconds": time.perf_counter() - start_time}
+
+    def stats(self) -> dict:
+        return {"generated": dict(self.generated), "log": list(self.log)}
+
+
+def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int,
+                    store: SyntheticStore, seeds: list[int], *, actors: int, cpus_per_actor: float,
+                    gpus_per_actor: float, chunk_size: int, service_name: str,
+                    log=print) -> tuple[object, list, dict]:
+    """Start the generator actors (the first trains or loads, the rest load) and the service.
+
+    Returns the service handle, the actor handles and the first actor's info.
+    """
+    from raysweep.synthesis.service import pool_key, pool_meta
+
+    threads = int(cpus_per_actor) if cpus_per_actor >= 1 else max(1, (os.cpu_count() or 1) // actors)
+    make = GeneratorActor.options(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
+    arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor)
+    # The first actor trains (or loads) alone, so the others find the weights in the store.
+    handles = [make.remote(*arguments)]
+    first = ray.get(handles[0].info.remote())
+    handles += [make.remote(*arguments) for _ in range(actors - 1)]
+    ray.get([h.info.remote() for h in handles[1:]])
+    log(f"generator {name}: {actors} actor(s) loaded, {cpus_per_actor:g} CPU and "
+        f"{gpus_per_actor:g} GPU each")
+    pools = {}
+    for seed in seeds:
+        fields = (name, first["generator_key"], first["weights_sha256"], train.num_classes, seed)
+        pools[seed] = (pool_key(*fields), pool_meta(*fields))
+    service = SynthesisService.options(name=service_name).remote(
+        str(store.root), handles, pools, train.num_classes, chunk_size)
+    return service, handles, first

@@ -1,0 +1,112 @@
+"""Generator actors and the synthesis service on a real local Ray with logical GPUs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from raysweep.cli import main
+from raysweep.data import create_dataset, split_dataset
+from raysweep.synthesis.actors import start_synthesis
+from raysweep.synthesis.service import pool_order
+from raysweep.synthesis.store import SyntheticStore
+from raysweep.sweep import model_loads
+
+TINY_DDPM = {"steps": 3, "block_out_channels": [8, 16], "image_size": 8, "sample_steps": 2,
+             "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def train():
+    return split_dataset(create_dataset("digits"), per_class=5, seed=0).train
+
+
+def start(store, train, name, **kwargs):
+    settings = {"actors": 2, "cpus_per_actor": 0, "gpus_per_actor": 0, "chunk_size": 8, **kwargs}
+    return start_synthesis("ddpm", TINY_DDPM, train, 0, store, [0, 1], service_name=name,
+                           log=print, **settings)
+
+
+def test_actors_pack_on_logical_gpus_and_leave_room_for_trials(local_ray, train, tmp_path):
+    service, actors, first = start(SyntheticStore(tmp_path), train, "pack", actors=4,
+                                   gpus_per_actor=0.25)
+    # Four quarter-GPU actors fill exactly one of the two logical GPUs.
+    deadline = time.time() + 30
+    while ray.available_resources().get("GPU", 0) > 1.0 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("GPU", 0) == pytest.approx(1.0)
+
+    @ray.remote(num_gpus=1)
+    def trial_on_the_other_gpu():
+        return len(ray.get_gpu_ids())
+
+    assert ray.get(trial_on_the_other_gpu.remote(), timeout=60) == 1
+    infos = ray.get([a.info.remote() for a in actors])
+    assert len({i["pid"] for i in infos}) == 4
+    assert not first["reused"] and all(i["reused"] for i in infos[1:])  # trained once
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+
+
+def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
+    store = SyntheticStore(tmp_path)
+    service, actors, _ = start(store, train, "concurrent")
+    results = ray.get([service.ensure.remote(0, 40), service.ensure.remote(0, 40),
+                       service.ensure.remote(0, 24)])
+    assert sorted(r["generated"] for r in results) == [0, 0, 40]
+    assert ray.get(service.stats.remote())["generated"] == {0: 40, 1: 0}
+    assert sum(ray.get(a.info.remote())["images_generated"] for a in actors) == 40
+    # Asking for more extends the pool; the first 40 images stay as they were.
+    before = store.read(results[0]["key"], 40).images
+    grown = ray.get(service.ensure.remote(0, 56))
+    assert grown["generated"] == 16 and grown["reused"] == 40
+    assert np.array_equal(store.read(grown["key"], 40).images, before)
+
+
+def test_killed_actor_loses_and_duplicates_nothing(local_ray, train, tmp_path):
+    store = SyntheticStore(tmp_path)
+    service, actors, _ = start(store, train, "killed", chunk_size=4)
+    pending = service.ensure.remote(1, 200)
+    # Kill one actor while the pool is being filled; Ray restarts it and retries its chunk.
+    pool_key = None
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        keys = [k for k in store.pool_keys() if store.pool_meta(k)["seed"] == 1]
+        if keys and store.count(keys[0]) > 0:
+            pool_key = keys[0]
+            break
+        time.sleep(0.05)
+    assert pool_key is not None and store.count(pool_key) < 200  # killed mid-pool
+    ray.kill(actors[0], no_restart=False)
+    result = ray.get(pending, timeout=300)
+    assert result["count"] == 200 and store.verify(pool_key) == []
+    stored = store.read(pool_key, 200)
+    labels, seeds = pool_order(train.num_classes, 1, 0, 200)
+    assert np.array_equal(stored.seeds, seeds) and np.array_equal(stored.labels, labels)
+    reference = ray.get(actors[1].generate.remote(labels[:16], seeds[:16]))
+    assert np.abs(stored.images[:16].astype(int) - reference.astype(int)).max() <= 1
+    assert ray.get(actors[0].info.remote())["reused"]  # the restarted actor loaded, never retrained
+    assert model_loads(actors) == 3  # two actors, one restart
+
+
+def test_impossible_budget_is_refused_at_validate(write_spec, capsys):
+    spec = {"name": "budget", "dataset": {"name": "digits", "per_class": 5},
+            "synthesis": {"actors": 4, "gpus_per_actor": 0.5},
+            "tune": {"gpus_per_trial": 1},
+            "sweep": {"synthetic_ratio": [0, 1], "backbone": "test_resnet"}}
+    assert main(["validate", str(write_spec(spec)), "--num-gpus", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "wait forever" in err and "gpus_per_trial" in err
+    assert main(["validate", str(write_spec(spec)), "--num-gpus", "1"]) == 2
+    assert "need 2 GPUs but 1 are available" in capsys.readouterr().err
+    assert main(["validate", str(write_spec(spec)), "--num-gpus", "3"]) == 0
