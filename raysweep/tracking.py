@@ -20,7 +20,7 @@ from ray.tune import Callback
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_TAG = "raysweep.trial_id"
 SWEEP_TAG = "raysweep.sweep"
-REPORTED_METRICS = ("train_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
+REPORTED_METRICS = ("epoch", "train_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
                     "train_seconds", "train_images", "real_images_used", "synthetic_images_used",
                     "synthetic_images_generated_for_trial", "synthetic_images_reused", "val_macro_auc",
                     "stopped_early")
