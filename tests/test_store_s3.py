@@ -11,13 +11,10 @@ import json
 import pickle
 import socket
 import time
-import uuid
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 from raysweep.data import create_dataset, split_dataset
 from raysweep.errors import UserError
@@ -30,42 +27,6 @@ def images(start, stop):
     index = np.arange(start, stop)
     pixels = (index % 255).astype(np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
     return PoolImages(pixels, index % 10, index)
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    """A moto S3 server on a free loopback port, and boto3's environment pointing at it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    environment = {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
-        # Nothing may leave loopback: no user config, no instance metadata, no proxy.
-        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-            patch.delenv(name, raising=False)
-        yield url
-    server.stop()
-
-
-@pytest.fixture
-def s3(endpoint):
-    return boto3.client("s3")
-
-
-@pytest.fixture
-def bucket(s3):
-    name = f"raysweep-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
