@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tracking-uri")
     report.add_argument("--out", help="where to write the PNG (default: report-<sweep>.png)")
 
+    ui = commands.add_parser("ui", help="open the MLflow UI on this project's tracking store")
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--port", type=int, default=5000)
+
     cache = commands.add_parser("cache", help="inspect the synthetic store")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     for name, text in (("ls", "list pools and trained generators"),
@@ -138,10 +142,22 @@ def cmd_cache(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from raysweep.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, None)
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    return subprocess.call(command)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report,
-               "cache": cmd_cache}[args.command]
+               "cache": cmd_cache, "ui": cmd_ui}[args.command]
     try:
         return handler(args)
     except UserError as error:
