@@ -22,14 +22,16 @@ from raysweep.data import DataSplits
 from raysweep.errors import UserError
 from raysweep.generators import create_generator, list_generators
 from raysweep.spec import Axis, Spec
+from raysweep.synthesis.kinds import split_augmentation, trial_generator
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.trial import load_splits
 
 
 @dataclass(frozen=True)
 class PoolRequest:
-    """The sweep needs the first `count` images of the pool for this seed."""
+    """The sweep needs the first `count` images of this generator's pool for this seed."""
 
+    generator: str
     seed: int
     count: int
 
@@ -43,6 +45,7 @@ class Plan:
     trial_count: int
     pools: list[PoolRequest]
     resources: dict
+    generators: dict[str, dict] = field(default_factory=dict)
     fixed_params: dict = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -54,26 +57,39 @@ class Plan:
             f"images, {train.num_classes} classes, {train.image_size}x{train.image_size}x{train.channels}",
             f"resources per trial: {self.resources['cpu']:g} CPU, {self.resources['gpu']:g} GPU",
         ]
-        if self.pools:
-            synthesis = self.spec.synthesis
-            lines.append(f"generator {self.spec.generator.name} ({synthesis.mode} mode): "
-                         f"{synthesis.actors} actor(s), {synthesis.cpus_per_actor:g} CPU and "
-                         f"{synthesis.gpus_per_actor:g} GPU each; pools: "
-                         + ", ".join(f"seed {p.seed}: {p.count} images" for p in self.pools))
-        else:
+        synthesis = self.spec.synthesis
+        for name in self.generators:
+            lines.append(f"generator {name} ({synthesis.mode} mode): {synthesis.actors} actor(s), "
+                         f"{synthesis.cpus_per_actor:g} CPU and {synthesis.gpus_per_actor:g} GPU "
+                         f"each; pools: " + ", ".join(f"seed {p.seed}: {p.count} images"
+                                                      for p in self.pools if p.generator == name))
+        if not self.pools:
             lines.append("no synthetic data (every synthetic_ratio is 0)")
         for name, axis in self.spec.axes().items():
             lines.append(f"  {name}: {_describe(axis)}")
         return "\n".join(lines)
 
 
+def generators_used(spec: Spec) -> dict[str, dict]:
+    """The generators trials draw from, with their options (none when every ratio is 0)."""
+    if not spec.needs_synthetic:
+        return {}
+    names = {trial_generator(value, spec.generator.name)
+             for value in spec.axes()["augmentation"].candidates()}
+    return {name: spec.generator.options_for(name) for name in sorted(names)}
+
+
 def check_names(spec: Spec) -> None:
     """Every name in the spec exists in its registry; one-line UserError otherwise."""
     axes = spec.axes()
-    if spec.needs_synthetic:
-        check_generator(spec.generator.name, spec.generator.options)
-    for name in axes["augmentation"].candidates():
-        check_augmentation(name, spec.training.augmentation_params)
+    for value in axes["augmentation"].candidates():
+        check_augmentation(split_augmentation(value)[1], spec.training.augmentation_params)
+    for name, options in generators_used(spec).items():
+        if name == "sd-inpaint":
+            raise UserError("sweep.augmentation: sd-inpaint repaints masked regions of real images, "
+                            "and sweeps cannot make its masks yet (Grad-CAM masks are planned); "
+                            "use text2img, ddpm, gan or vae")
+        check_generator(name, options)
     for name in axes["backbone"].candidates():
         check_backbone(name, spec.training.pretrained)
     for name in spec.training.tta.transforms:
@@ -112,10 +128,10 @@ def check_budget(spec: Spec, cpus: float, gpus: float) -> None:
     """Generator actors hold their resources for the whole sweep; a trial must still fit beside
     them, or Tune would wait forever."""
     synthesis, settings = spec.synthesis, spec.tune
-    held_cpu = synthesis.actors * synthesis.cpus_per_actor if spec.needs_synthetic else 0.0
-    held_gpu = synthesis.actors * synthesis.gpus_per_actor if spec.needs_synthetic else 0.0
+    actors = synthesis.actors * len(generators_used(spec))
+    held_cpu, held_gpu = actors * synthesis.cpus_per_actor, actors * synthesis.gpus_per_actor
     if held_gpu > gpus:
-        raise UserError(f"synthesis: {synthesis.actors} actor(s) x {synthesis.gpus_per_actor:g} GPU "
+        raise UserError(f"synthesis: {actors} actor(s) x {synthesis.gpus_per_actor:g} GPU "
                         f"need {held_gpu:g} GPUs but {gpus:g} are available; lower synthesis.actors "
                         f"or synthesis.gpus_per_actor, or pass --num-gpus")
     for kind, held, total, per_trial in (("CPU", held_cpu, cpus, settings.cpus_per_trial),
@@ -146,20 +162,19 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
     grid = math.prod(len(a.values) for a in axes.values()
                      if spec.tune.search_alg == "grid" and a.kind == "grid")
     trial_count = grid * spec.tune.num_samples
-    pools = []
-    if spec.needs_synthetic:
-        count = synthetic_count(axes["synthetic_ratio"].max_value, spec.synthesis.mode,
-                                len(splits.train))
-        pools = [PoolRequest(int(seed), count) for seed in axes["seed"].candidates()]
+    generators = generators_used(spec)
+    count = synthetic_count(axes["synthetic_ratio"].max_value, spec.synthesis.mode,
+                            len(splits.train))
+    pools = [PoolRequest(name, int(seed), count) for name in generators
+             for seed in axes["seed"].candidates()]
     resources = {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial}
     fixed = {"dataset": spec.dataset.name, "per_class": spec.dataset.per_class,
-             "generator": spec.generator.name if spec.needs_synthetic else "none",
              "synthesis_mode": spec.synthesis.mode, "epochs": spec.training.epochs,
              "batch_size": spec.training.batch_size, "lr": spec.training.lr,
              "input_size": spec.training.input_size, "pretrained": spec.training.pretrained,
              "train_images_real": len(splits.train)}
     return Plan(spec, splits, param_space, spec.tune.num_samples, trial_count, pools,
-                resources, fixed)
+                resources, generators, fixed)
 
 
 def search_and_scheduler(spec: Spec):

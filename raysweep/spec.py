@@ -84,6 +84,11 @@ class GeneratorSpec(_Strict):
     name: str = "ddpm"
     options: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
+    # Options for generators that augmentation values name (`gan+classic` -> dcgan).
+    options_by_name: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        return self.options if name == self.name else self.options_by_name.get(name, {})
 
 
 class SynthesisSpec(_Strict):

@@ -37,32 +37,39 @@ class SweepResult:
     seconds: float
 
 
-def prepare_synthetic(plan: Plan, store: SyntheticStore, service_name: str):
-    """Start the generator actors and the synthesis service, and fill every pool the plan
-    knows it needs (all seeds at once, chunks spread over the actors).
+def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
+    """Start each generator's actors and synthesis service, and fill every pool the plan knows
+    it needs (all seeds at once, chunks spread over the actors).
 
-    Returns the service handle, the actor handles, {seed: pool key} and the costs to log.
+    Returns {generator: service name}, {generator: service handle}, all actor handles,
+    {(generator, seed): pool key} and the costs to log on the parent run.
     """
-    spec = plan.spec
-    synthesis = spec.synthesis
+    spec, synthesis = plan.spec, plan.spec.synthesis
+    names, services, actors, costs = {}, {}, [], {}
+    for name, options in plan.generators.items():
+        start = time.perf_counter()
+        names[name] = f"raysweep-synthesis-{sweep_id}-{name}"
+        services[name], handles, first = start_synthesis(
+            name, options, plan.splits.train, spec.generator.seed, store,
+            [p.seed for p in plan.pools if p.generator == name], actors=synthesis.actors,
+            cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
+            chunk_size=synthesis.chunk_size, service_name=names[name], log=log)
+        actors += handles
+        costs[f"{name}_fit_seconds"] = first["fit_seconds"]
+        costs[f"{name}_reused"] = float(first["reused"])
+        costs[f"{name}_load_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    service, actors, first = start_synthesis(
-        spec.generator.name, spec.generator.options, plan.splits.train, spec.generator.seed, store,
-        [p.seed for p in plan.pools], actors=synthesis.actors,
-        cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
-        chunk_size=synthesis.chunk_size, service_name=service_name, log=log)
-    load_seconds = time.perf_counter() - start
-    statuses = ray.get([service.ensure.remote(p.seed, p.count) for p in plan.pools])
+    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count) for p in plan.pools])
     for request, status in zip(plan.pools, statuses):
-        log(f"pool {status['key']} (seed {request.seed}): {status['count']} images "
-            f"({status['generated']} generated, {status['reused']} reused) in {status['seconds']:.0f}s")
-    costs = {"generator_fit_seconds": first["fit_seconds"],
-             "generator_reused": float(first["reused"]),
-             "generator_load_seconds": load_seconds,
-             "synthetic_images_generated": float(sum(s["generated"] for s in statuses)),
-             "synthetic_generation_seconds": max(s["seconds"] for s in statuses)}
-    pools = {str(p.seed): s["key"] for p, s in zip(plan.pools, statuses)}
-    return service, actors, pools, costs
+        log(f"pool {status['key']} ({request.generator}, seed {request.seed}): {status['count']} "
+            f"images ({status['generated']} generated, {status['reused']} reused) "
+            f"in {status['seconds']:.0f}s")
+    costs["generator_fit_seconds"] = sum(v for k, v in costs.items() if k.endswith("_fit_seconds"))
+    costs["generator_reused"] = float(all(costs[f"{n}_reused"] for n in plan.generators))
+    costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
+    costs["synthetic_generation_seconds"] = time.perf_counter() - start
+    pools = {(p.generator, p.seed): s["key"] for p, s in zip(plan.pools, statuses)}
+    return names, services, actors, pools, costs
 
 
 def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
@@ -76,7 +83,8 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
     client = MlflowClient(tracking_uri)
     log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} at {tracking_uri}")
     try:
-        log_params(client, parent_run_id, {**plan.fixed_params, "trials": plan.trial_count})
+        log_params(client, parent_run_id, {**plan.fixed_params, "trials": plan.trial_count,
+                                           "generators": ",".join(plan.generators) or "none"})
         with tempfile.TemporaryDirectory() as directory:
             (Path(directory) / "spec.yaml").write_text(spec_to_yaml(spec))
             client.log_artifact(parent_run_id, str(Path(directory) / "spec.yaml"))
@@ -85,20 +93,20 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         if owns_ray:
             ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                      include_dashboard=False)
-        service_name, actors, pools = f"raysweep-synthesis-{sweep_id}", [], {}
+        service_names, services, actors, pools = {}, {}, [], {}
         if plan.pools:
-            service, actors, pools, costs = prepare_synthetic(plan, store, service_name)
+            service_names, services, actors, pools, costs = prepare_synthetic(plan, store, sweep_id)
             for key, value in costs.items():
                 client.log_metric(parent_run_id, key, value)
             _log_pool_grids(client, parent_run_id, store, pools, plan)
-        context = {"service": service_name if plan.pools else None,
+        context = {"services": service_names, "default_generator": spec.generator.name,
                    "dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
                    "synthesis_mode": spec.synthesis.mode, "store_root": str(store.root),
                    "metric": spec.tune.metric, "mode": spec.tune.mode}
         trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
                                         plan.resources)
         callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
-                                       plan.fixed_params)
+                                       plan.fixed_params, spec.generator.name)
         search, scheduler = search_and_scheduler(spec)
         tuner = tune.Tuner(
             trainable,
@@ -115,7 +123,8 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         results = tuner.fit()
         if actors:
             client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
-            generated = sum(ray.get(service.stats.remote())["generated"].values())
+            generated = sum(sum(ray.get(service.stats.remote())["generated"].values())
+                            for service in services.values())
             client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
         if owns_ray:
             ray.shutdown()
@@ -143,13 +152,15 @@ def model_loads(actors: list) -> int:
 
 
 def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,
-                    pools: dict[str, str], plan: Plan) -> None:
+                    pools: dict[tuple[str, int], str], plan: Plan) -> None:
     class_names = list(plan.splits.train.class_names)
+    single = len(plan.generators) == 1
     with tempfile.TemporaryDirectory() as directory:
-        for seed, key in pools.items():
+        for (generator, seed), key in pools.items():
             images = store.read(key, min(store.count(key), 8 * len(class_names)))
-            path = sample_grid(images.images, images.labels, class_names,
-                               Path(directory) / f"synthetic_samples_seed{seed}.png",
-                               title=f"{plan.spec.generator.name} pool {key} (seed {seed})")
+            name = f"synthetic_samples_seed{seed}.png" if single else \
+                f"synthetic_samples_{generator}_seed{seed}.png"
+            path = sample_grid(images.images, images.labels, class_names, Path(directory) / name,
+                               title=f"{generator} pool {key} (seed {seed})")
             client.log_artifact(run_id, str(path))
 

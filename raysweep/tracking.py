@@ -17,6 +17,8 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from raysweep.synthesis.kinds import trial_generator
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_TAG = "raysweep.trial_id"
 SWEEP_TAG = "raysweep.sweep"
@@ -54,12 +56,13 @@ class MLflowTrialCallback(Callback):
     """Mirrors each Tune trial into a nested MLflow run: params, per-epoch metrics, artifacts."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str,
-                 fixed_params: dict):
+                 fixed_params: dict, default_generator: str):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
         self.fixed_params = fixed_params
+        self.default_generator = default_generator
         self.run_ids: dict[str, str] = {}
 
     @property
@@ -87,7 +90,10 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
-        log_params(self.client, run_id, {**self.fixed_params, **trial.config})
+        config = trial.config
+        generator = "none" if float(config["synthetic_ratio"]) == 0 else \
+            trial_generator(config["augmentation"], self.default_generator)
+        log_params(self.client, run_id, {**self.fixed_params, **config, "generator": generator})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_for(trial)

@@ -28,6 +28,7 @@ from raysweep.compose import compose, synthetic_count
 from raysweep.data import create_dataset, split_dataset
 from raysweep.evaluation import classification_metrics, confusion, predict_probabilities
 from raysweep.figures import confusion_matrix_figure, sample_grid
+from raysweep.synthesis.kinds import split_augmentation, trial_generator
 from raysweep.synthesis.store import SyntheticStore
 
 
@@ -75,7 +76,8 @@ def train_fn(config: dict, context: dict) -> None:
     synthesis = {"generated": 0, "reused": 0}
     if n_synthetic:
         # The service extends the pool if it is short (one generation even if trials race).
-        service = ray.get_actor(context["service"])
+        generator = trial_generator(config["augmentation"], context["default_generator"])
+        service = ray.get_actor(context["services"][generator])
         synthesis = ray.get(service.ensure.remote(seed, n_synthetic))
         pool = SyntheticStore(context["store_root"]).read(synthesis["key"], n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
@@ -89,7 +91,8 @@ def train_fn(config: dict, context: dict) -> None:
     model = create_backbone(config["backbone"], num_classes=num_classes, in_chans=train.channels,
                             input_size=size, pretrained=training["pretrained"])
     flips = not train.flips_change_label
-    augmentation = create_augmentation(config["augmentation"], num_classes=num_classes,
+    augmentation = create_augmentation(split_augmentation(config["augmentation"])[1],
+                                       num_classes=num_classes,
                                        flips=flips, params=training["augmentation_params"])
     # Warm-up epochs (seed 000) train on the real rows only; the schedule counts every step.
     real_rows = torch.from_numpy(np.flatnonzero(~is_synthetic))

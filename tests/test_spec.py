@@ -167,3 +167,24 @@ def test_parse_and_load_round_trip(write_spec):
 def test_bad_generator_option_is_named(write_spec, capsys):
     spec = {**GOOD, "generator": {"name": "ddpm", "options": {"stepz": 3}}}
     expect_error(write_spec(spec), capsys, "generator.options", "stepz")
+
+
+def test_synthesis_kinds_on_the_augmentation_axis_pick_generators(write_spec):
+    from raysweep.plan import build_plan
+
+    spec = {**GOOD, "sweep": {**GOOD["sweep"], "augmentation": ["none", "gan+classic", "vae"]},
+            "generator": {"name": "ddpm", "options_by_name": {"vae": {"steps": 5}}}}
+    plan = build_plan(load_spec(write_spec(spec)))
+    assert plan.generators == {"ddpm": {}, "dcgan": {}, "vae": {"steps": 5}}
+    assert sorted((p.generator, p.seed) for p in plan.pools) == [
+        (g, s) for g in ("dcgan", "ddpm", "vae") for s in (0, 1)]
+
+
+def test_two_synthesis_kinds_in_one_value(write_spec, capsys):
+    spec = {**GOOD, "sweep": {**GOOD["sweep"], "augmentation": ["gan+vae"]}}
+    expect_error(write_spec(spec), capsys, "gan+vae", "one generator")
+
+
+def test_inpaint_kind_needs_masks(write_spec, capsys):
+    spec = {**GOOD, "sweep": {**GOOD["sweep"], "augmentation": ["inpaint"]}}
+    expect_error(write_spec(spec), capsys, "sd-inpaint", "masks")

@@ -78,3 +78,38 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
     assert main(["report", "--experiment", "tiny", "--out", str(in_tmp_cwd / "r.png")]) == 0
     assert "test_balanced_accuracy" in capsys.readouterr().out
     assert (in_tmp_cwd / "r.png").stat().st_size > 1000
+
+
+GENERATORS = """
+name: generators
+dataset: {name: digits, per_class: 8}
+generator:
+  name: ddpm
+  options: {steps: 4, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}
+  options_by_name: {vae: {steps: 4, base_channels: 8}}
+training: {epochs: 1, batch_size: 16, input_size: 16}
+sweep:
+  synthetic_ratio: 1
+  augmentation: [ddpm, vae+cutout]
+  backbone: test_resnet
+  seed: 0
+"""
+
+
+@pytest.mark.slow
+def test_one_sweep_compares_generators(in_tmp_cwd):
+    """`augmentation: [ddpm, vae+cutout]` draws each trial's images from its own generator."""
+    spec = in_tmp_cwd / "generators.yaml"
+    spec.write_text(GENERATORS)
+    assert main(["run", str(spec), "--num-cpus", "2"]) == 0
+    mlflow.set_tracking_uri(f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["generators"])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert dict(zip(children["params.augmentation"], children["params.generator"])) == {
+        "ddpm": "ddpm", "vae+cutout": "vae"}
+    parent = runs[runs["tags.raysweep.role"] == "sweep"].iloc[0]
+    assert parent["params.generators"] == "ddpm,vae"
+    assert parent["metrics.synthetic_images_generated"] == 160  # 80 per generator, once each
+    client = MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"])}
+    assert {"synthetic_samples_ddpm_seed0.png", "synthetic_samples_vae_seed0.png"} <= artifacts
