@@ -1,0 +1,151 @@
+"""The `ddpm` generator: fit, sample, per-image seeds, nested prefixes, save/load, registry.
+
+A tiny config (two UNet levels of 8 and 16 channels at 8x8, 3 training steps, 2 sampling
+steps) keeps the whole file to a few seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep.generators import create_generator, list_generators
+from raysweep.generators.ddpm import DDPMGenerator
+
+# One thread: two threads on a busy 2-core machine can make tiny ops ten times slower.
+TINY = {"block_out_channels": (8, 16), "image_size": 8, "steps": 3, "batch_size": 8,
+        "sample_steps": 2, "warmup_steps": 1, "device": "cpu", "num_threads": 1}
+NUM_CLASSES = 3
+
+# diffusers' DPM-Solver builds a numpy array from a tensor; numpy 2 warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _data(n: int = 24, size: int = 12, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % NUM_CLASSES
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[DDPMGenerator, list[str]]:
+    images, labels = _data()
+    messages: list[str] = []
+    gen = create_generator("ddpm", **TINY)
+    gen.fit(images, labels, NUM_CLASSES, seed=0, progress=messages.append)
+    return gen, messages
+
+
+def test_fit_reports_progress_and_finite_loss(fitted):
+    gen, messages = fitted
+    assert math.isfinite(gen.last_loss)
+    assert messages and "step 3/3" in messages[-1] and "loss" in messages[-1]
+
+
+def test_sample_shape_dtype_and_range(fitted):
+    gen, _ = fitted
+    out = gen.sample(np.array([0, 1, 2, 0]), np.array([5, 6, 7, 8]))
+    assert out.shape == (4, 12, 12, 1)  # resized back from the 8x8 model to the data's 12x12
+    assert out.dtype == np.uint8
+    assert out.min() >= 0 and out.max() <= 255 and out.std() > 0
+    assert gen.sample(np.array([], np.int64), np.array([], np.int64)).shape == (0, 12, 12, 1)
+
+
+def test_per_image_seed_determinism_and_nested_prefix(fitted):
+    gen, _ = fitted
+    labels = np.array([0, 1, 2, 2, 1, 0, 1])
+    seeds = np.array([10, 11, 12, 13, 14, 15, 16])
+    full = gen.sample(labels, seeds)
+    again = gen.sample(labels, seeds)
+    np.testing.assert_array_equal(full, again)
+    prefix = gen.sample(labels[:3], seeds[:3])
+    assert np.abs(prefix.astype(int) - full[:3].astype(int)).max() <= 1
+    # Image i depends on (label i, seed i) only, not on its position or its neighbours.
+    moved = gen.sample(np.array([labels[4], labels[0]]), np.array([seeds[4], seeds[0]]))
+    assert np.abs(moved.astype(int) - full[[4, 0]].astype(int)).max() <= 1
+    # Another seed gives another image.
+    other = gen.sample(labels[:1], np.array([999]))
+    assert np.abs(other.astype(int) - full[:1].astype(int)).max() > 1
+
+
+def test_small_sample_batches_give_the_same_images(fitted):
+    gen, _ = fitted
+    labels, seeds = np.array([0, 1, 2, 0, 1]), np.arange(5)
+    full = gen.sample(labels, seeds)
+    gen.sample_batch_size = 2
+    try:
+        chunked = gen.sample(labels, seeds)
+    finally:
+        gen.sample_batch_size = 250
+    assert np.abs(chunked.astype(int) - full.astype(int)).max() <= 1
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    gen, _ = fitted
+    gen.save(str(tmp_path))
+    assert (tmp_path / "unet" / "config.json").is_file()
+    loaded = create_generator("ddpm")  # default config: load() restores the saved one
+    loaded.load(str(tmp_path))
+    assert loaded.config() == gen.config()
+    labels, seeds = np.array([0, 1, 2]), np.array([1, 2, 3])
+    np.testing.assert_array_equal(loaded.sample(labels, seeds), gen.sample(labels, seeds))
+
+
+def test_fit_is_deterministic_for_a_seed_and_leaves_global_rng_alone():
+    images, labels = _data(n=12)
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = DDPMGenerator(**{**TINY, "steps": 2})
+    a.fit(images, labels, NUM_CLASSES, seed=7)
+    assert torch.equal(torch.rand(1), expected_next)
+    b = DDPMGenerator(**{**TINY, "steps": 2})
+    b.fit(images, labels, NUM_CLASSES, seed=7)
+    for pa, pb in zip(a.unet.parameters(), b.unet.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_rgb_and_no_guidance():
+    images, labels = _data(n=12, size=8, channels=3)
+    gen = DDPMGenerator(**{**TINY, "steps": 1, "cond_dropout": 0.0, "guidance_scale": 1.0,
+                           "sampler": "ddim", "image_size": None})
+    gen.fit(images, labels, NUM_CLASSES, seed=0)
+    assert gen.sample(np.array([0, 2]), np.array([0, 1])).shape == (2, 8, 8, 3)
+
+
+def test_config_is_json_and_names_what_changes_samples():
+    config = DDPMGenerator(**TINY).config()
+    assert json.loads(json.dumps(config)) == config
+    for key in ("steps", "lr", "image_size", "block_out_channels", "guidance_scale",
+                "sample_steps", "prediction_type", "sampler"):
+        assert key in config
+    assert "device" not in config and "num_threads" not in config
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="prediction_type"):
+        DDPMGenerator(prediction_type="x0")
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        DDPMGenerator(block_out_channels=(12, 16), norm_num_groups=8)
+    with pytest.raises(ValueError, match="cond_dropout"):
+        DDPMGenerator(cond_dropout=0.0, guidance_scale=3.0)
+    gen = DDPMGenerator(**TINY)
+    with pytest.raises(RuntimeError, match="fit"):
+        gen.sample(np.array([0]), np.array([0]))
+    images, labels = _data(n=6)
+    with pytest.raises(ValueError, match="labels"):
+        gen.fit(images, labels + 5, NUM_CLASSES, seed=0)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        DDPMGenerator(**{**TINY, "image_size": 9}).fit(images, labels, NUM_CLASSES, seed=0)
+
+
+def test_registry():
+    assert "ddpm" in list_generators()
+    assert isinstance(create_generator("ddpm", steps=5), DDPMGenerator)
+    with pytest.raises(KeyError, match="ddpm"):
+        create_generator("no-such-generator")
