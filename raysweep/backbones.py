@@ -14,7 +14,7 @@ import timm
 import torch
 
 from raysweep.errors import UserError
-from raysweep.generators.hub import ALLOW_DOWNLOADS_ENV, downloads_allowed
+from raysweep.hub import ALLOW_DOWNLOADS_ENV, downloads_allowed
 
 
 def check_backbone(name: str, pretrained: bool | str) -> None:

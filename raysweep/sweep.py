@@ -114,7 +114,10 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             tune_config=tune.TuneConfig(
                 metric=spec.tune.metric, mode=spec.tune.mode, num_samples=plan.num_samples,
                 search_alg=search, scheduler=scheduler,
-                max_concurrent_trials=spec.tune.max_concurrent_trials),
+                max_concurrent_trials=spec.tune.max_concurrent_trials,
+                # Trials share one process per slot: torch, timm and the data load once per
+                # slot, not once per trial (seconds each on a laptop).
+                reuse_actors=True),
             run_config=tune.RunConfig(
                 name=sweep_id, storage_path=str(Path(spec.tune.storage_path).resolve()),
                 callbacks=[callback], verbose=1,

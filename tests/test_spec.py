@@ -188,3 +188,22 @@ def test_two_synthesis_kinds_in_one_value(write_spec, capsys):
 def test_inpaint_kind_needs_masks(write_spec, capsys):
     spec = {**GOOD, "sweep": {**GOOD["sweep"], "augmentation": ["inpaint"]}}
     expect_error(write_spec(spec), capsys, "sd-inpaint", "masks")
+
+
+def test_optuna_with_only_fixed_values(write_spec, capsys):
+    spec = {**GOOD, "tune": {"search_alg": "optuna"},
+            "sweep": {"synthetic_ratio": 0, "backbone": "resnet10t", "seed": 0}}
+    expect_error(write_spec(spec), capsys, "optuna", "fixed")
+
+
+def test_unknown_search_algorithm_and_scheduler(write_spec, capsys):
+    expect_error(write_spec({**GOOD, "tune": {"search_alg": "hyperopt"}}), capsys,
+                 "tune.search_alg", "hyperopt")
+    expect_error(write_spec({**GOOD, "tune": {"scheduler": "pbt"}}), capsys,
+                 "tune.scheduler", "pbt")
+
+
+def test_magnitude_out_of_range(write_spec, capsys):
+    spec = {**GOOD, "training": {"augmentation_params": {"rotation_degrees": 500}},
+            "sweep": {**GOOD["sweep"], "augmentation": "classic"}}
+    expect_error(write_spec(spec), capsys, "rotation_degrees", "500")

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from raysweep.generators.base import register_generator
-from raysweep.generators.hub import (check_weights_available, downloads_allowed, weights_error,
+from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                                      weights_fingerprint)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"

@@ -9,10 +9,12 @@ spec's `generator`.
 from __future__ import annotations
 
 from raysweep.errors import UserError
-from raysweep.generators import list_generators
 
+# Kind -> generator registry name. Kept here, not read from the registry, so that trials can
+# parse their augmentation value without importing every generator (diffusers takes seconds).
 SYNTHESIS_KINDS = {"ddpm": "ddpm", "gan": "dcgan", "vae": "vae", "text2img": "sd-text2img",
                    "inpaint": "sd-inpaint"}
+GENERATOR_NAMES = frozenset(SYNTHESIS_KINDS.values())
 
 
 def split_augmentation(value: str) -> tuple[str | None, str]:
@@ -21,7 +23,7 @@ def split_augmentation(value: str) -> tuple[str | None, str]:
     for part in (p.strip() for p in str(value).split("+")):
         if part in SYNTHESIS_KINDS:
             generators.append(SYNTHESIS_KINDS[part])
-        elif part in list_generators():
+        elif part in GENERATOR_NAMES:
             generators.append(part)
         else:
             online.append(part)

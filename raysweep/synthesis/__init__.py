@@ -1,0 +1,1 @@
+"""Generate once, sweep many: the synthetic store, the generator actors and the service."""
