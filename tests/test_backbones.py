@@ -11,14 +11,15 @@ from raysweep.backbones import check_backbone, create_backbone
 from raysweep.errors import UserError
 from raysweep.spec import load_spec
 
-ZOO = load_spec(Path(__file__).resolve().parent.parent / "search_spaces/backbone.yaml").axes()[
-    "backbone"].values
+ZOO_SPEC = load_spec(Path(__file__).resolve().parent.parent / "search_spaces/backbone.yaml")
+ZOO = ZOO_SPEC.axes()["backbone"].values
+SIZE = ZOO_SPEC.training.input_size  # 32: vgg11 and densenet121 pool below 1x1 at 28
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_every_zoo_backbone_trains_on_small_grayscale_images(name):
-    model = create_backbone(name, num_classes=10, in_chans=1, input_size=28)
-    logits = model(torch.rand(2, 1, 28, 28))
+    model = create_backbone(name, num_classes=10, in_chans=1, input_size=SIZE)
+    logits = model(torch.rand(2, 1, SIZE, SIZE))
     assert logits.shape == (2, 10)
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
