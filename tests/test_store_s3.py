@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -190,11 +189,9 @@ def test_check_passes_and_leaves_nothing_behind(store, s3, bucket):
 
 def test_check_missing_bucket_is_a_user_error(endpoint, tmp_path):
     store = SyntheticStore("s3://no-such-bucket-here/prefix", cache_dir=tmp_path)
-    start = time.perf_counter()
     with pytest.raises(UserError, match="s3://no-such-bucket-here/prefix.*does not exist") as error:
         store.check()
     assert "\n" not in str(error.value) and "aws s3 mb" in str(error.value)
-    assert time.perf_counter() - start < 10
 
 
 def test_check_unreachable_endpoint_is_a_user_error(endpoint, tmp_path, monkeypatch):
@@ -203,12 +200,10 @@ def test_check_unreachable_endpoint_is_a_user_error(endpoint, tmp_path, monkeypa
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
     store = SyntheticStore("s3://bucket/prefix", cache_dir=tmp_path)
-    start = time.perf_counter()
     with pytest.raises(UserError, match="cannot reach S3") as error:
         store.check()
     message = str(error.value)
     assert "s3://bucket/prefix" in message and closed in message and "\n" not in message
-    assert time.perf_counter() - start < 10
 
 
 def test_check_local_store(tmp_path):
