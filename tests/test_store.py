@@ -6,19 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from tiny import TINY_DDPM, images
 
 from raysweep.data import create_dataset, split_dataset
 from raysweep.synthesis.service import ensure_generator, ensure_pool
-from raysweep.synthesis.store import CorruptPool, PoolImages, SyntheticStore, content_key
-
-TINY_DDPM = {"steps": 3, "block_out_channels": [8, 16], "image_size": 8, "sample_steps": 2,
-             "batch_size": 16}
-
-
-def images(start, stop):
-    index = np.arange(start, stop)
-    return PoolImages((index % 255).astype(np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8),
-                      index % 10, index)
+from raysweep.synthesis.store import (
+    CorruptPool,
+    SyntheticStore,
+    content_key,
+)
 
 
 def test_content_key_is_order_independent_and_sensitive():

@@ -14,18 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import TINY_DDPM, images
 
 from raysweep.data import create_dataset, split_dataset
 from raysweep.errors import UserError
 from raysweep.synthesis import service
 from raysweep.synthesis.cache_cli import cache_ls, cache_verify
-from raysweep.synthesis.store import CorruptPool, PoolImages, SyntheticStore
-
-
-def images(start, stop):
-    index = np.arange(start, stop)
-    pixels = (index % 255).astype(np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 1), np.uint8)
-    return PoolImages(pixels, index % 10, index)
+from raysweep.synthesis.store import CorruptPool, SyntheticStore
 
 
 @pytest.fixture
@@ -118,10 +113,6 @@ def test_generator_saved_meta_last_and_loaded_from_a_fresh_cache(store, s3, buck
     assert not store.has_generator("g") and store.generator_keys() == []
     with pytest.raises(FileNotFoundError):
         other_machine.generator_dir("g")
-
-
-TINY_DDPM = {"steps": 3, "block_out_channels": [8, 16], "image_size": 8, "sample_steps": 2,
-             "batch_size": 16}
 
 
 def test_service_trains_once_and_reuses_through_s3(store, tmp_path):

@@ -7,16 +7,14 @@ import time
 import numpy as np
 import pytest
 import ray
+from tiny import TINY_DDPM
 
 from raysweep.cli import main
 from raysweep.data import create_dataset, split_dataset
+from raysweep.sweep import model_loads
 from raysweep.synthesis.actors import start_synthesis
 from raysweep.synthesis.service import pool_order
 from raysweep.synthesis.store import SyntheticStore
-from raysweep.sweep import model_loads
-
-TINY_DDPM = {"steps": 3, "block_out_channels": [8, 16], "image_size": 8, "sample_steps": 2,
-             "batch_size": 16}
 
 
 @pytest.fixture(scope="module")
