@@ -187,7 +187,11 @@ def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name
 
 def latest_unfinished_sweep(tracking_uri: str, experiment: str):
     """The newest parent run of `experiment` that did not finish (RUNNING after a killed
-    driver, KILLED after Ctrl-C, FAILED), or None."""
+    driver, KILLED after Ctrl-C, FAILED), or None. A sqlite store that does not exist yet has
+    none, and is not created by asking."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).exists():
+        return None
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
