@@ -139,16 +139,18 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             if owns_ray:
                 ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                          include_dashboard=False, runtime_env={"env_vars": worker_env()})
+            store = SyntheticStore(spec.store.path)
             service_names, services, actors = {}, {}, []
             if plan.pools:
-                service_names, services, actors, pools, costs = prepare_synthetic(
-                    plan, SyntheticStore(spec.store.path), sweep_id)
+                service_names, services, actors, pools, costs = prepare_synthetic(plan, store,
+                                                                                  sweep_id)
                 for key, value in costs.items():
                     client.log_metric(parent_run_id, key, value)
-                _log_pool_grids(client, parent_run_id, SyntheticStore(spec.store.path), pools, plan)
+                _log_pool_grids(client, parent_run_id, store, pools, plan)
             callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
                                            plan.fixed_params, spec.generator.name)
-            tuner = _tuner(plan, service_names, sweep_id, storage_path, callback, resume)
+            tuner = _tuner(plan, service_names, str(store.root), sweep_id, storage_path, callback,
+                           resume)
             interrupt.in_tune = True
             results = tuner.fit()
             interrupt.in_tune = False
@@ -188,14 +190,14 @@ def _log_spec(client: MlflowClient, run_id: str, plan: Plan) -> None:
         client.log_artifact(run_id, str(Path(directory) / "spec.yaml"))
 
 
-def _tuner(plan: Plan, service_names: dict, sweep_id: str, storage_path: str,
+def _tuner(plan: Plan, service_names: dict, store_root: str, sweep_id: str, storage_path: str,
            callback: MLflowTrialCallback, resume: Resumable | None) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored: finished trials stay finished, unfinished
     and errored ones continue from their last checkpoint."""
     spec = plan.spec
     context = {"services": service_names, "default_generator": spec.generator.name,
                "dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
-               "synthesis_mode": spec.synthesis.mode, "store_root": spec.store.path,
+               "synthesis_mode": spec.synthesis.mode, "store_root": store_root,
                "metric": spec.tune.metric, "mode": spec.tune.mode}
     trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
                                     plan.resources)
