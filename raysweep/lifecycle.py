@@ -39,18 +39,26 @@ class Interruptible:
     def __enter__(self) -> "Interruptible":
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach the main thread only; nothing to own here
-        for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
-        # Tune installs its SIGUSR1 handler inside fit(); until then, a forwarded SIGUSR1
-        # must not take the default action (terminate).
-        self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda *_: None)
         self._tune_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self.install()
         return self
+
+    def install(self) -> None:
+        """Own SIGINT and SIGTERM (again: `ray.init` installs a SIGTERM handler of its own that
+        aborts the process)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)
+        # Tune installs its SIGUSR1 handler inside fit(); until then, a forwarded SIGUSR1
+        # must not take the default action (terminate).
+        self._previous.setdefault(signal.SIGUSR1, signal.signal(signal.SIGUSR1, lambda *_: None))
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         if self._previous:
             if self._tune_sigint is None:
                 os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)

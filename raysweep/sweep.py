@@ -137,8 +137,11 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         try:
             _log_spec(client, parent_run_id, plan)
             if owns_ray:
-                ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
+                # "local": always a new instance; without it, Ray may join another one running
+                # on this machine (another user's, or one a killed driver left behind).
+                ray.init(address=address or "local", num_cpus=num_cpus, num_gpus=num_gpus,
                          include_dashboard=False, runtime_env={"env_vars": worker_env()})
+                interrupt.install()  # Ray's core worker took SIGTERM over; take it back
             store = SyntheticStore(spec.store.path)
             service_names, services, actors = {}, {}, []
             if plan.pools:
