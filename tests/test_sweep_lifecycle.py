@@ -260,3 +260,21 @@ def test_mlflow_errors_in_the_callback_are_retried_and_never_fatal(tmp_path, mon
     callback.on_trial_result(0, [], trial, {"epoch": 2, "val_accuracy": 0.75})
     holder.join()
     assert "not recorded" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_trials_fail_ends_failed(in_tmp_cwd, capsys):
+    """A checkpoint file that is not one: the file exists (validate passes), the trial fails
+    loading it, Tune gives up after tune.max_failures, and the sweep ends FAILED, exit 1."""
+    broken = in_tmp_cwd / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    spec = in_tmp_cwd / "spec.yaml"
+    spec.write_text(NO_SYNTHESIS)
+    code = main(["run", str(spec), "--num-cpus", "2", "--set", "training.epochs=1",
+                 "--set", "sweep.seed=0", "--set", f"training.pretrained={broken}",
+                 "--set", "tune.max_failures=0"])
+    assert code == 1
+    assert not ray.is_initialized()
+    every = runs(in_tmp_cwd, "life")
+    parent = [r.info.status for r in every if r.data.tags.get("raysweep.role") == "sweep"]
+    assert parent == ["FAILED"] and [r.info.status for r in children(every)] == ["FAILED"]
