@@ -133,6 +133,9 @@ def cmd_run(args) -> int:
     finally:
         _disconnect()
     log(f"sweep done in {result.seconds:.0f}s: {result.trials} trials, {result.errors} failed")
+    if result.errors == result.trials:
+        log("no trial finished, so there is nothing to compare; the trials' errors are above")
+        return 1
     _print_report(tracking_uri, result.experiment, None, "test_balanced_accuracy", None,
                   parent_run_id=result.parent_run_id)
     log(f"compare the trials: mlflow ui --backend-store-uri {tracking_uri}")
