@@ -220,7 +220,11 @@ def _tuner(plan: Plan, service_names: dict, store_root: str, sweep_id: str, stor
             reuse_actors=True),
         run_config=tune.RunConfig(
             name=sweep_id, storage_path=storage_path, callbacks=[callback], verbose=1,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Every checkpoint is kept: Tune deletes an old one when it registers a new one, but
+            # saves its experiment state later, so a driver killed in between leaves a state
+            # naming a deleted checkpoint, and `--resume` could not restore that trial (seen
+            # with num_to_keep=1). The price is disk in the storage path: one per epoch.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             # A trial that fails (a lost node, an OOM) restarts from its last checkpoint.
             failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures)),
     )

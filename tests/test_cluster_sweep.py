@@ -31,7 +31,7 @@ generator:
   name: ddpm
   options: {{steps: 3, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}}
 synthesis: {{actors: 2, gpus_per_actor: 0.25, chunk_size: 16}}
-training: {{epochs: 12, batch_size: 16, input_size: 16}}
+training: {{epochs: 8, batch_size: 16, input_size: 16}}
 tune: {{cpus_per_trial: 1, gpus_per_trial: 0.5}}
 sweep:
   synthetic_ratio: [0, 1]
@@ -128,7 +128,7 @@ def test_sweep_on_two_nodes_survives_losing_a_node(in_tmp_cwd, bucket, mlflow_se
     runs = mlflow.search_runs(experiment_names=["cluster"])
     assert len(runs) == 5 and set(runs["status"]) == {"FINISHED"}
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
-    assert all(children["metrics.epoch"] == 12)
+    assert all(children["metrics.epoch"] == 8)
     assert all(children["artifact_uri"].str.startswith(f"s3://{bucket}/raysweep/mlflow"))
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
         Bucket=bucket, Prefix="raysweep/mlflow/").get("Contents", [])]
