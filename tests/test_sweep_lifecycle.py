@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from ray import tune
 
 from raysweep import tracking
 from raysweep.cli import main
@@ -115,16 +116,26 @@ def test_a_signal_ends_the_sweep_killed_with_its_running_children(tmp_path, sign
 def test_a_killed_driver_resumes_and_mlflow_ends_with_one_run_per_trial(tmp_path):
     process = start_sweep(tmp_path, WITH_POOLS)
 
+    def saved_as_done() -> set[str]:
+        """Trials that Tune's saved experiment state (what --resume restores) holds finished."""
+        parent = next(r for r in runs(tmp_path, "resumed") if r.data.tags.get("raysweep.role"))
+        path = tmp_path / ".raysweep" / "tune" / parent.data.tags["raysweep.sweep"]
+        return {t.trial_id for t in tune.ExperimentAnalysis(str(path)).trials
+                if t.status == "TERMINATED"}
+
     def one_done_one_running() -> bool:
-        states = [r.info.status for r in children(runs(tmp_path, "resumed"))]
-        return "FINISHED" in states and "RUNNING" in states
+        running = [r for r in children(runs(tmp_path, "resumed")) if r.info.status == "RUNNING"]
+        return bool(running) and bool(saved_as_done())
 
     wait_for(one_done_one_running, process)
     process.kill()  # SIGKILL: nothing of raysweep's runs after this
     process.wait()
+    done = saved_as_done()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     before = {r.info.run_id: [m.value for m in client.get_metric_history(r.info.run_id, "train_loss")]
-              for r in children(runs(tmp_path, "resumed")) if r.info.status == "FINISHED"}
+              for r in children(runs(tmp_path, "resumed"))
+              if r.data.tags["raysweep.trial_id"] in done}
+    assert before and all(len(losses) == 3 for losses in before.values())
     parent_id = next(r.info.run_id for r in runs(tmp_path, "resumed")
                      if r.data.tags.get("raysweep.role") == "sweep")
     assert client.get_run(parent_id).info.status == "RUNNING"  # what a killed driver leaves
@@ -140,7 +151,7 @@ def test_a_killed_driver_resumes_and_mlflow_ends_with_one_run_per_trial(tmp_path
     kids = children(every)
     assert len(kids) == 4 and {r.info.status for r in kids} == {"FINISHED"}
     assert len({r.data.tags["raysweep.trial_id"] for r in kids}) == 4
-    # Trials that had finished were not run again: their loss curves are unchanged.
+    # Trials the saved state held finished were not run again: their loss curves are unchanged.
     for run_id, losses in before.items():
         assert [m.value for m in client.get_metric_history(run_id, "train_loss")] == losses
     assert all(r.data.metrics["epoch"] == 3 for r in kids)
