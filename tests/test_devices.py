@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, cuda_index, explain_out_of_memory
+from raysweep.devices import (GPUMemoryCapExceeded, batch_size_for_memory, cap_gpu_memory,
+                              cuda_index, explain_out_of_memory)
 
 
 def test_cuda_index_resolves_bare_numbered_and_integer_devices():
@@ -50,3 +51,12 @@ def test_cap_applies_to_the_named_gpu_and_oom_names_it(device):
     finally:
         cap_gpu_memory(1.0, 0)
         torch.cuda.empty_cache()
+
+
+def test_batch_size_for_memory_is_the_largest_power_of_two_that_fits():
+    gib = 2**30
+    assert batch_size_for_memory(10 * gib, 0.44 * gib) == 16   # 22 fit: 16 is the power below
+    assert batch_size_for_memory(100 * gib, 0.44 * gib) == 32  # capped at `largest`
+    assert batch_size_for_memory(100 * gib, 0.44 * gib, largest=8) == 8
+    assert batch_size_for_memory(0.1 * gib, 0.44 * gib) == 1   # one image even if it may not fit
+    assert batch_size_for_memory(0, 0.44 * gib) == 1
