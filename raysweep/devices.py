@@ -51,8 +51,9 @@ def cap_gpu_memory(fraction: float, device: str | int | torch.device = "cuda") -
 
 
 @contextmanager
-def explain_out_of_memory(who: str) -> Iterator[None]:
-    """Re-raise CUDA out-of-memory inside the block as `GPUMemoryCapExceeded` naming the cap.
+def explain_out_of_memory(who: str, fix: str) -> Iterator[None]:
+    """Re-raise CUDA out-of-memory inside the block as `GPUMemoryCapExceeded` naming the cap
+    and `fix` (what the user can change).
 
     The cache is emptied first, so what this process held goes back to the processes beside it
     and a retry starts from a clean allocator.
@@ -67,8 +68,7 @@ def explain_out_of_memory(who: str) -> Iterator[None]:
                          f"({fraction * torch.cuda.get_device_properties(index).total_memory / 2**30:.1f} GiB)"
                          for index, fraction in sorted(_CAPS.items()))
         raise GPUMemoryCapExceeded(
-            f"{who}: out of GPU memory under this process's cap of {caps}; lower the "
-            f"generator's batch_size or raise synthesis.gpus_per_actor") from error
+            f"{who}: out of GPU memory under this process's cap of {caps}; {fix}") from error
 
 
 def memory_budget(device: str | int | torch.device = "cuda") -> int:

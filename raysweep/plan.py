@@ -54,6 +54,8 @@ class TrialPlan:
         service: the Ray actor name of the synthesis service for `generator`.
         n_synthetic: how many pool images it reads (a prefix of the pool).
         device: the device it asks for (`cuda` when the sweep gives trials GPUs).
+        gpu_memory_fraction: the trial's share of its GPU's memory when it shares the GPU
+            (`tune.gpus_per_trial` below 1), else None.
         dataset, training: the spec's blocks, as dicts.
         synthesis_mode: `add`, `replace` or `only`.
         store_root: the synthetic store (local path or s3:// URI).
@@ -69,6 +71,7 @@ class TrialPlan:
     service: str | None
     n_synthetic: int
     device: str
+    gpu_memory_fraction: float | None
     dataset: dict
     training: dict
     synthesis_mode: str
@@ -84,7 +87,7 @@ class TrialPlanner:
     default_generator: str
     services: dict[str, str]
     n_real: int
-    device: str
+    gpus_per_trial: float
     dataset: dict
     training: dict
     synthesis_mode: str
@@ -100,7 +103,9 @@ class TrialPlanner:
         return TrialPlan(
             swept=dict(config), backbone=str(config["backbone"]), online_augmentation=online,
             synthetic_ratio=ratio, seed=int(config["seed"]), generator=generator,
-            service=self.services.get(generator), n_synthetic=n_synthetic, device=self.device,
+            service=self.services.get(generator), n_synthetic=n_synthetic,
+            device="cuda" if self.gpus_per_trial > 0 else "cpu",
+            gpu_memory_fraction=self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else None,
             dataset=self.dataset, training=self.training, synthesis_mode=self.synthesis_mode,
             store_root=self.store_root, metric=self.metric, mode=self.mode)
 
@@ -130,7 +135,7 @@ class Plan:
             default_generator=spec.generator.name,
             services={name: service_name(sweep_id, name) for name in self.generators},
             n_real=len(self.splits.train),
-            device="cuda" if spec.tune.gpus_per_trial > 0 else "cpu",
+            gpus_per_trial=spec.tune.gpus_per_trial,
             dataset=spec.dataset.model_dump(), training=spec.training.model_dump(),
             synthesis_mode=spec.synthesis.mode, store_root=store_root,
             metric=spec.tune.metric, mode=spec.tune.mode)

@@ -19,6 +19,7 @@ from ray import tune
 
 from raysweep.compose import compose
 from raysweep.data import load_splits
+from raysweep.devices import cap_gpu_memory, explain_out_of_memory
 from raysweep.plan import TrialPlanner
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
@@ -63,8 +64,14 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
                                       synthetic_images, synthetic_labels)
             tune.report({**metrics, **cost}, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU.
-    train_classifier(TrialData(images, labels, is_synthetic, splits), plan.training,
-                     backbone=plan.backbone, augmentation=plan.online_augmentation,
-                     seed=plan.seed, metric=plan.metric, mode=plan.mode,
-                     device=resolve_device(plan.device), report=report, resume=resume)
+    # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU; a trial
+    #    that shares its GPU keeps to its share of the memory, as generator actors do.
+    device = resolve_device(plan.device)
+    if device.type == "cuda" and plan.gpu_memory_fraction is not None:
+        cap_gpu_memory(plan.gpu_memory_fraction, device)
+    with explain_out_of_memory(f"trial {plan.swept}",
+                               "lower training.batch_size or raise tune.gpus_per_trial"):
+        train_classifier(TrialData(images, labels, is_synthetic, splits), plan.training,
+                         backbone=plan.backbone, augmentation=plan.online_augmentation,
+                         seed=plan.seed, metric=plan.metric, mode=plan.mode, device=device,
+                         report=report, resume=resume)

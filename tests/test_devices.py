@@ -31,7 +31,7 @@ def test_a_fraction_outside_zero_one_is_refused_before_touching_cuda():
 
 def test_errors_other_than_out_of_memory_pass_through():
     with pytest.raises(KeyError):
-        with explain_out_of_memory("test"):
+        with explain_out_of_memory("test", "no fix needed"):
             raise KeyError("x")
 
 
@@ -43,8 +43,9 @@ def test_cap_applies_to_the_named_gpu_and_oom_names_it(device):
         assert cap_gpu_memory(0.25, device) == 0
         assert torch.cuda.get_per_process_memory_fraction(0) == pytest.approx(0.25)
         total = torch.cuda.get_device_properties(0).total_memory
-        with pytest.raises(GPUMemoryCapExceeded, match=r"cap of 25% of GPU 0 .* GiB\); lower"):
-            with explain_out_of_memory("test actor"):
+        with pytest.raises(GPUMemoryCapExceeded,
+                           match=r"^test actor: .* cap of 25% of GPU 0 \(\d+\.\d GiB\); lower it"):
+            with explain_out_of_memory("test actor", "lower it"):
                 torch.empty(int(0.5 * total), dtype=torch.uint8, device=device)
         # Under the cap allocation still works.
         torch.empty(int(0.1 * total), dtype=torch.uint8, device=device)

@@ -55,7 +55,9 @@ class GeneratorActor:
     @ray.method(max_task_retries=3, retry_exceptions=[GPUMemoryCapExceeded])
     def generate(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})"):
+        with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})",
+                                   "lower the generator's batch_size or raise "
+                                   "synthesis.gpus_per_actor"):
             images = self.trained.generator.sample(labels, seeds)
         self.generate_seconds += time.perf_counter() - start
         self.images_generated += len(labels)
