@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from raysweep.figures import sample_grid
 from raysweep.plan import Plan, search_and_scheduler
 from raysweep.spec import spec_to_yaml
-from raysweep.synthesis.actors import start_synthesis
+from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.tracking import MLflowTrialCallback, end_run, log_params, start_parent_run
 from raysweep.trial import train_fn
@@ -59,7 +59,10 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
         costs[f"{name}_reused"] = float(first["reused"])
         costs[f"{name}_load_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count) for p in plan.pools])
+    # Each chunk has its own timeout inside the service; this bounds the whole fill as a backstop.
+    chunks = sum(-(-p.count // synthesis.chunk_size) for p in plan.pools)
+    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count) for p in plan.pools],
+                       timeout=CHUNK_TIMEOUT_S * (chunks + 1))
     for request, status in zip(plan.pools, statuses):
         log(f"pool {status['key']} ({request.generator}, seed {request.seed}): {status['count']} "
             f"images ({status['generated']} generated, {status['reused']} reused) "
@@ -69,7 +72,16 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
     costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
     costs["synthetic_generation_seconds"] = time.perf_counter() - start
     pools = {(p.generator, p.seed): s["key"] for p, s in zip(plan.pools, statuses)}
+    release_generators(services)
     return names, services, actors, pools, costs
+
+
+def release_generators(services: dict) -> None:
+    """The pools hold every image the plan needs, so the generator actors stop and their GPUs
+    and memory go to the trials; the services stay to answer trials from the store."""
+    released = ray.get([service.release_actors.remote() for service in services.values()],
+                       timeout=CALL_TIMEOUT_S)
+    log(f"pools full: released {sum(released)} generator actor(s) and their resources")
 
 
 def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
@@ -126,8 +138,8 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         results = tuner.fit()
         if actors:
             client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
-            generated = sum(sum(ray.get(service.stats.remote())["generated"].values())
-                            for service in services.values())
+            generated = sum(sum(ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
+                                ["generated"].values()) for service in services.values())
             client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
         if owns_ray:
             ray.shutdown()
