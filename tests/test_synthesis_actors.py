@@ -109,7 +109,9 @@ def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
     service, actors, _ = start(store, train, "concurrent")
     results = ray.get([service.ensure.remote(0, 40), service.ensure.remote(0, 40),
                        service.ensure.remote(0, 24)])
-    assert sorted(r["generated"] for r in results) == [0, 0, 40]
+    # Whichever request runs first generates; the others reuse: 40 images in all, not 104.
+    assert sum(r["generated"] for r in results) == 40
+    assert [r["count"] >= n for r, n in zip(results, (40, 40, 24))] == [True] * 3
     assert ray.get(service.stats.remote())["generated"] == {0: 40, 1: 0}
     assert sum(ray.get(a.info.remote())["images_generated"] for a in actors) == 40
     # Asking for more extends the pool; the first 40 images stay as they were.
