@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.figures import sample_grid
 from raysweep.plan import Plan, search_and_scheduler
+from raysweep.redaction import redact_uri
 from raysweep.spec import spec_to_yaml
 from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
 from raysweep.synthesis.store import SyntheticStore
@@ -93,7 +94,8 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
     experiment_id, parent_run_id = start_parent_run(tracking_uri, spec.experiment_name(),
                                                     sweep_id, run_name=sweep_id)
     client = MlflowClient(tracking_uri)
-    log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} at {tracking_uri}")
+    log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} "
+        f"at {redact_uri(tracking_uri)}")
     try:
         log_params(client, parent_run_id, {**plan.fixed_params, "trials": plan.trial_count,
                                            "generators": ",".join(plan.generators) or "none"})
