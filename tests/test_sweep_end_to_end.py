@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.cli import main
+from raysweep.plan import build_plan
+from raysweep.spec import load_spec
 
 TINY = """
 name: tiny
@@ -43,6 +48,7 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
     assert swept == {(r, s) for r in (0.0, 0.5, 1.0) for s in (0, 1)}
 
     client = MlflowClient()
+    n_test = len(build_plan(load_spec(spec)).splits.test)
     for row in children.itertuples():
         history = client.get_metric_history(row.run_id, "val_balanced_accuracy")
         assert [m.step for m in history] == [1, 2]
@@ -54,7 +60,12 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
         assert metrics["synthetic_images_used"] == round(ratio * 80)
         assert metrics["synthetic_images_reused"] == round(ratio * 80)
         assert metrics["synthetic_images_generated_for_trial"] == 0  # the sweep filled pools first
-        assert 0.0 <= client.get_run(row.run_id).data.metrics["test_accuracy"] <= 1.0
+        # Accuracy on the real test split: a whole number of its images, as the trial saved it.
+        correct = metrics["test_accuracy"] * n_test
+        assert abs(correct - round(correct)) < 1e-6
+        saved = json.loads(Path(client.download_artifacts(row.run_id, "test_metrics.json",
+                                                          str(in_tmp_cwd))).read_text())
+        assert saved["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     parent_artifacts = {a.path for a in client.list_artifacts(parents.iloc[0]["run_id"])}
     assert {"spec.yaml", "synthetic_samples_seed0.png", "synthetic_samples_seed1.png"} <= parent_artifacts
     assert any(p.startswith("report-") for p in parent_artifacts)
