@@ -167,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:
         from raysweep.synthesis.actors import SynthesisFailed
+        from raysweep.synthesis.backends import UnsafePath
+        from raysweep.synthesis.store import CorruptGenerator, CorruptPool
 
-        if not isinstance(error, SynthesisFailed):
+        # Generation that gave up, or a store found damaged or tampered with: not a bug, so one
+        # line (raised in an actor, it arrives wrapped in Ray's traceback), exit 1.
+        if not isinstance(error, (SynthesisFailed, CorruptPool, CorruptGenerator, UnsafePath)):
             raise
-        # Raised in the service actor, it arrives wrapped with Ray's traceback; say it in one line.
         print(f"raysweep: error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
         return 1
 
