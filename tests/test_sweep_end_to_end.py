@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny import generator_actor_pids
 
 from raysweep.cli import main
 from raysweep.plan import build_plan
@@ -124,3 +128,34 @@ def test_one_sweep_compares_generators(in_tmp_cwd):
     client = MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"])}
     assert {"synthetic_samples_ddpm_seed0.png", "synthetic_samples_vae_seed0.png"} <= artifacts
+
+
+@pytest.mark.slow
+def test_generator_actor_killed_on_every_attempt_fails_the_sweep_in_one_line(in_tmp_cwd, capsys):
+    """No restart forever: the actor dies on each of its 1 + ACTOR_RESTARTS attempts, and
+    `raysweep run` stops with one line and a non-zero exit instead of hanging."""
+    from raysweep.synthesis.actors import ACTOR_RESTARTS
+
+    spec = in_tmp_cwd / "tiny.yaml"
+    spec.write_text(TINY)
+    killed: set[int] = set()
+    done = threading.Event()
+
+    def kill_every_attempt():
+        while not done.wait(0.1):
+            for pid in generator_actor_pids() - killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+
+    killer = threading.Thread(target=kill_every_attempt, daemon=True)
+    killer.start()
+    try:
+        code = main(["run", str(spec), "--num-cpus", "2"])
+    finally:
+        done.set()
+        killer.join(10)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(killed) == ACTOR_RESTARTS + 1
+    assert err[-1].startswith("raysweep: error: generator ddpm: an actor failed to start "
+                              f"{ACTOR_RESTARTS + 1} times"), err[-3:]
+    assert "Traceback" not in "\n".join(err)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
-from tiny import TINY_DDPM
+from tiny import TINY_DDPM, generator_actor_pids, shard_names
 
 from raysweep.cli import main
 from raysweep.data import create_dataset, split_dataset
@@ -23,7 +23,6 @@ from raysweep.sweep import model_loads
 from raysweep.synthesis.actors import ACTOR_RESTARTS, SynthesisFailed, start_synthesis
 from raysweep.synthesis.service import pool_order
 from raysweep.synthesis.store import SyntheticStore
-from tiny import shard_names
 
 
 @pytest.fixture(scope="module")
@@ -145,30 +144,6 @@ def test_killed_actor_loses_and_duplicates_nothing(local_ray, train, tmp_path):
     assert np.abs(stored.images[:16].astype(int) - reference.astype(int)).max() <= 1
     assert ray.get(actors[0].info.remote())["reused"]  # the restarted actor loaded, never retrained
     assert model_loads(actors) == 3  # two actors, one restart
-
-
-def generator_actor_pids() -> set[int]:
-    """Pids of this test's GeneratorActor processes: Ray sets their process title, and they
-    descend from this process (the local Ray it started), never another user's Ray."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and \
-                    (entry / "cmdline").read_bytes().startswith(b"ray::GeneratorActor") and \
-                    descends_from_us(int(entry.name)):
-                pids.add(int(entry.name))
-        except OSError:
-            pass
-    return pids
-
-
-def descends_from_us(pid: int) -> bool:
-    while pid > 1:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent pid
-        if pid == os.getpid():
-            return True
-    return False
 
 
 def test_actor_killed_on_every_attempt_fails_with_one_line(local_ray, train, tmp_path):

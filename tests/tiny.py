@@ -1,6 +1,9 @@
-"""Tiny settings and data shared by the store and synthesis tests."""
+"""Tiny settings, data and helpers shared by the store, synthesis and sweep tests."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -59,3 +62,27 @@ def check_appends(store, key: str, workers: int, batches: int) -> None:
     for worker in range(workers):
         mine = seeds[seeds // 10**6 == worker]
         assert np.array_equal(mine, worker * 10**6 + np.arange(batches * BATCH))
+
+
+def generator_actor_pids() -> set[int]:
+    """Pids of this test's GeneratorActor processes: Ray sets their process title, and they
+    descend from this process (the local Ray it started), never another user's Ray."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and \
+                    (entry / "cmdline").read_bytes().startswith(b"ray::GeneratorActor") and \
+                    descends_from_us(int(entry.name)):
+                pids.add(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+def descends_from_us(pid: int) -> bool:
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent pid
+        if pid == os.getpid():
+            return True
+    return False
