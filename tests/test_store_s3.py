@@ -12,6 +12,8 @@ import json
 import multiprocessing
 import pickle
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,34 @@ def test_missing_shard_is_detected(store, s3, bucket):
     name = shard_names(store, "k")[0]
     s3.delete_object(Bucket=bucket, Key=f"sweeps/cache/pools/k/{name}")
     assert store.verify("k") == [f"pool k: {name} is missing"]
+
+
+def test_append_interrupted_between_shard_and_manifest(store, endpoint):
+    """A process killed after its shard PUT but before its manifest PUT: the pool is as it
+    was, the orphan is reported and never read, and the next append carries on."""
+    store.create_pool("k", {})
+    store.append("k", images(0, 10))
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from tiny import images
+from raysweep.synthesis.backends import S3Backend
+from raysweep.synthesis.store import SyntheticStore
+write_if = S3Backend.write_if
+def die_before_manifest(self, path, data, version):
+    if path.endswith("manifest.json"):
+        os._exit(9)  # the process dies here: the shard is stored, the manifest is not
+    return write_if(self, path, data, version)
+S3Backend.write_if = die_before_manifest
+SyntheticStore({str(store.root)!r}).append("k", images(10, 20))
+"""
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    assert store.count("k") == 10 and store.verify("k") == []
+    assert len(store.stray_shards("k")) == 1
+    report, ok = cache_verify(store)
+    assert ok and "is listed in no manifest" in report
+    assert store.append("k", images(10, 20), start=10)
+    assert np.array_equal(store.read("k", 20).seeds, np.arange(20))
 
 
 def test_hostile_keys_are_refused_and_nothing_outside_is_written(store, s3, bucket, tmp_path):
