@@ -21,6 +21,7 @@ from raysweep.compose import compose
 from raysweep.data import load_splits
 from raysweep.devices import cap_gpu_memory, explain_out_of_memory
 from raysweep.plan import TrialPlanner
+from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
@@ -39,7 +40,8 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     if plan.n_synthetic:
         # The service extends the pool if it is short (one generation even if trials race).
         service = ray.get_actor(plan.service)
-        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic))
+        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic),
+                            timeout=CHUNK_TIMEOUT_S)
         pool = SyntheticStore(plan.store_root).read(synthesis["key"], plan.n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
@@ -53,8 +55,9 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
+            # weights_only: a checkpoint is tensors and numbers; never unpickle code from disk.
             resume = torch.load(Path(directory) / "state.pt", map_location="cpu",
-                                weights_only=False)
+                                weights_only=True)
 
     def report(metrics: dict, state: dict, final: FinalEvaluation | None) -> None:
         with tempfile.TemporaryDirectory() as directory:
