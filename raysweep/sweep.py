@@ -20,10 +20,11 @@ from raysweep.cluster import worker_env
 from raysweep.errors import UserError
 from raysweep.figures import sample_grid
 from raysweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_runs
-from raysweep.plan import Plan, search_and_scheduler
+from raysweep.plan import Plan, TrialPlanner, search_and_scheduler
+from raysweep.redaction import redact_uri
 from raysweep.spec import spec_to_yaml
 from raysweep.storage import absolute, artifact_location
-from raysweep.synthesis.actors import start_synthesis
+from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.tracking import (SWEEP_TAG, MLflowTrialCallback, latest_unfinished_sweep,
                                log_params, start_parent_run)
@@ -48,29 +49,32 @@ class SweepResult:
     seconds: float
 
 
-def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
-    """Start each generator's actors and synthesis service, and fill every pool the plan knows
-    it needs (all seeds at once, chunks spread over the actors).
+def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
+    """Start each generator's actors and synthesis service (under the name the planner gives
+    trials), and fill every pool the plan knows it needs (all seeds at once, chunks spread over
+    the actors).
 
-    Returns {generator: service name}, {generator: service handle}, all actor handles,
-    {(generator, seed): pool key} and the costs to log on the parent run.
+    Returns {generator: service handle}, all actor handles, {(generator, seed): pool key} and
+    the costs to log on the parent run.
     """
     spec, synthesis = plan.spec, plan.spec.synthesis
-    names, services, actors, costs = {}, {}, [], {}
+    services, actors, costs = {}, [], {}
     for name, options in plan.generators.items():
         start = time.perf_counter()
-        names[name] = f"raysweep-synthesis-{sweep_id}-{name}"
         services[name], handles, first = start_synthesis(
             name, options, plan.splits.train, spec.generator.seed, store,
             [p.seed for p in plan.pools if p.generator == name], actors=synthesis.actors,
             cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
-            chunk_size=synthesis.chunk_size, service_name=names[name], log=log)
+            chunk_size=synthesis.chunk_size, service_name=planner.services[name], log=log)
         actors += handles
         costs[f"{name}_fit_seconds"] = first["fit_seconds"]
         costs[f"{name}_reused"] = float(first["reused"])
         costs[f"{name}_load_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count) for p in plan.pools])
+    # Each chunk has its own timeout inside the service; this bounds the whole fill as a backstop.
+    chunks = sum(-(-p.count // synthesis.chunk_size) for p in plan.pools)
+    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count) for p in plan.pools],
+                       timeout=CHUNK_TIMEOUT_S * (chunks + 1))
     for request, status in zip(plan.pools, statuses):
         log(f"pool {status['key']} ({request.generator}, seed {request.seed}): {status['count']} "
             f"images ({status['generated']} generated, {status['reused']} reused) "
@@ -80,7 +84,16 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
     costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
     costs["synthetic_generation_seconds"] = time.perf_counter() - start
     pools = {(p.generator, p.seed): s["key"] for p, s in zip(plan.pools, statuses)}
-    return names, services, actors, pools, costs
+    release_generators(services)
+    return services, actors, pools, costs
+
+
+def release_generators(services: dict) -> None:
+    """The pools hold every image the plan needs, so the generator actors stop and their GPUs
+    and memory go to the trials; the services stay to answer trials from the store."""
+    released = ray.get([service.release_actors.remote() for service in services.values()],
+                       timeout=CALL_TIMEOUT_S)
+    log(f"pools full: released {sum(released)} generator actor(s) and their resources")
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ def find_resumable(spec, tracking_uri: str) -> Resumable:
     run = latest_unfinished_sweep(tracking_uri, spec.experiment_name())
     fix = "run without --resume to start a new sweep"
     if run is None:
-        raise UserError(f"--resume: experiment {spec.experiment_name()!r} at {tracking_uri} "
+        raise UserError(f"--resume: experiment {spec.experiment_name()!r} at {redact_uri(tracking_uri)} "
                         f"has no unfinished sweep; {fix}")
     tags = run.data.tags
     found = Resumable(tags[SWEEP_TAG], tags.get(STORAGE_TAG, absolute(spec.tune.storage_path)))
@@ -130,7 +143,7 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         tags={STORAGE_TAG: storage_path}, artifact_location=artifact_location(spec))
     client = MlflowClient(tracking_uri)
     log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} at "
-        f"{tracking_uri}" + (f" (resuming sweep {sweep_id})" if resume else ""))
+        f"{redact_uri(tracking_uri)}" + (f" (resuming sweep {sweep_id})" if resume else ""))
     owns_ray = not ray.is_initialized()
     status = "FAILED"
     with Interruptible() as interrupt:
@@ -143,25 +156,24 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
                          include_dashboard=False, runtime_env={"env_vars": worker_env()})
                 interrupt.install()  # Ray's core worker took SIGTERM over; take it back
             store = SyntheticStore(spec.store.path)
-            service_names, services, actors = {}, {}, []
+            planner = plan.trial_planner(sweep_id, str(store.root))
+            services, actors = {}, []
             if plan.pools:
-                service_names, services, actors, pools, costs = prepare_synthetic(plan, store,
-                                                                                  sweep_id)
+                services, actors, pools, costs = prepare_synthetic(plan, store, planner)
                 for key, value in costs.items():
                     client.log_metric(parent_run_id, key, value)
                 _log_pool_grids(client, parent_run_id, store, pools, plan)
             callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
-                                           plan.fixed_params, spec.generator.name)
-            tuner = _tuner(plan, service_names, str(store.root), sweep_id, storage_path, callback,
-                           resume)
+                                           plan.fixed_params, planner)
+            tuner = _tuner(plan, planner, sweep_id, storage_path, callback, resume)
             interrupt.in_tune = True
             results = tuner.fit()
             interrupt.in_tune = False
             interrupt.check()
             if actors:
                 client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
-                generated = sum(sum(ray.get(service.stats.remote())["generated"].values())
-                                for service in services.values())
+                generated = sum(sum(ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
+                                    ["generated"].values()) for service in services.values())
                 client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
             errors = len(results.errors)
             if errors == 0:
@@ -193,16 +205,12 @@ def _log_spec(client: MlflowClient, run_id: str, plan: Plan) -> None:
         client.log_artifact(run_id, str(Path(directory) / "spec.yaml"))
 
 
-def _tuner(plan: Plan, service_names: dict, store_root: str, sweep_id: str, storage_path: str,
+def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
            callback: MLflowTrialCallback, resume: Resumable | None) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored: finished trials stay finished, unfinished
     and errored ones continue from their last checkpoint."""
     spec = plan.spec
-    context = {"services": service_names, "default_generator": spec.generator.name,
-               "dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
-               "synthesis_mode": spec.synthesis.mode, "store_root": store_root,
-               "metric": spec.tune.metric, "mode": spec.tune.mode}
-    trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
+    trainable = tune.with_resources(tune.with_parameters(train_fn, planner=planner),
                                     plan.resources)
     if resume:
         return tune.Tuner.restore(resume.tune_path, trainable=trainable, resume_unfinished=True,
@@ -228,6 +236,8 @@ def _tuner(plan: Plan, service_names: dict, store_root: str, sweep_id: str, stor
             # A trial that fails (a lost node, an OOM) restarts from its last checkpoint.
             failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures)),
     )
+    return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
+                       seconds)
 
 
 def model_loads(actors: list) -> int:

@@ -242,10 +242,11 @@ class FakeTrial(SimpleNamespace):
 def test_mlflow_errors_in_the_callback_are_retried_and_never_fatal(tmp_path, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment, parent = tracking.start_parent_run(uri, "locked", "s1", run_name="s1")
-    callback = tracking.MLflowTrialCallback(uri, experiment, parent, "s1", {}, "ddpm")
+    # on_trial_result alone needs no trial planner (it creates the child run itself).
+    callback = tracking.MLflowTrialCallback(uri, experiment, parent, "s1", {}, planner=None)
     trial = FakeTrial(trial_id="t1", config={"synthetic_ratio": 0, "augmentation": "none"},
                       checkpoint=None)
-    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"epoch": 0, "val_accuracy": 0.25})
     monkeypatch.setattr(tracking, "TRACKING_ATTEMPTS", 8)
 
     def lock(seconds: float) -> None:  # another writer holds the sqlite file
