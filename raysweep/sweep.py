@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def log(message: str) -> None:
 @dataclass
 class SweepResult:
     experiment: str
+    sweep_id: str
     parent_run_id: str
     tracking_uri: str
     trials: int
@@ -77,13 +79,15 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
     spec = plan.spec
     started = time.perf_counter()
     store = SyntheticStore(spec.store.path)
-    sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The random suffix keeps two sweeps started in the same second apart (runs, Tune dirs).
+    sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     experiment_id, parent_run_id = start_parent_run(tracking_uri, spec.experiment_name(),
                                                     sweep_id, run_name=sweep_id)
     client = MlflowClient(tracking_uri)
     log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} at {tracking_uri}")
     try:
         log_params(client, parent_run_id, {**plan.fixed_params, "trials": plan.trial_count,
+                                           "search_alg": spec.tune.search_alg,
                                            "generators": ",".join(plan.generators) or "none"})
         with tempfile.TemporaryDirectory() as directory:
             (Path(directory) / "spec.yaml").write_text(spec_to_yaml(spec))
@@ -106,7 +110,9 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
                                         plan.resources)
         callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
-                                       plan.fixed_params, spec.generator.name)
+                                       plan.fixed_params, spec.generator.name,
+                                       varying=[name for name, axis in spec.axes().items()
+                                                if axis.kind != "fixed"])
         search, scheduler = search_and_scheduler(spec)
         tuner = tune.Tuner(
             trainable,
@@ -142,7 +148,7 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
     except BaseException:
         end_run(tracking_uri, parent_run_id, "KILLED")
         raise
-    return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
+    return SweepResult(spec.experiment_name(), sweep_id, parent_run_id, tracking_uri, len(results), errors,
                        seconds)
 
 

@@ -56,13 +56,14 @@ class MLflowTrialCallback(Callback):
     """Mirrors each Tune trial into a nested MLflow run: params, per-epoch metrics, artifacts."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str,
-                 fixed_params: dict, default_generator: str):
+                 fixed_params: dict, default_generator: str, varying: list[str]):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
         self.fixed_params = fixed_params
         self.default_generator = default_generator
+        self.varying = varying
         self.run_ids: dict[str, str] = {}
 
     @property
@@ -81,7 +82,7 @@ class MLflowTrialCallback(Callback):
             self.client.update_run(run_id, status="RUNNING")
         else:
             run = self.client.create_run(
-                self.experiment_id, run_name=_run_name(trial.config),
+                self.experiment_id, run_name=run_name(trial.config, self.varying),
                 tags={"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial.trial_id,
                       SWEEP_TAG: self.sweep_id})
             run_id = run.info.run_id
@@ -118,8 +119,13 @@ class MLflowTrialCallback(Callback):
         self.client.set_terminated(self._run_for(trial), RunStatus.to_string(RunStatus.FAILED))
 
 
-def _run_name(config: dict) -> str:
-    return " ".join(f"{key}={value}" for key, value in config.items())
+def run_name(config: dict, varying: list[str]) -> str:
+    """A child run is named by the values it varies (what a reader compares in the MLflow UI);
+    sampled floats are rounded so the name stays readable."""
+    def shown(value):
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    return " ".join(f"{key}={shown(config[key])}" for key in varying if key in config) or "trial"
 
 
 def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name: str) -> tuple[str, str]:
