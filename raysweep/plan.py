@@ -3,6 +3,10 @@
 `build_plan` is the second half of validation: it checks every name against its registry
 (dataset, generator, augmentation, timm backbone), loads the real data (cheap) to size the
 synthetic pools, and turns the `sweep:` axes into Tune's search space. Nothing here trains.
+
+Each trial gets a typed `TrialPlan`. A searcher such as Optuna picks configs only at run time,
+so the sweep ships a `TrialPlanner` (small, picklable) whose `trial_plan(config)` resolves the
+config the same way wherever it runs: in the trial, and in the tracking callback on the driver.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -18,13 +23,12 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from raysweep.augment import TTA_TRANSFORMS, check_augmentation
 from raysweep.backbones import check_backbone
 from raysweep.compose import synthetic_count
-from raysweep.data import DataSplits
+from raysweep.data import DataSplits, load_splits
 from raysweep.errors import UserError
 from raysweep.generators import create_generator, list_generators
 from raysweep.spec import Axis, Spec
 from raysweep.synthesis.kinds import split_augmentation, trial_generator
 from raysweep.synthesis.store import SyntheticStore
-from raysweep.trial import load_splits
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,76 @@ class PoolRequest:
     generator: str
     seed: int
     count: int
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything one trial needs, resolved from its config once.
+
+    Args:
+        swept: the trial's config (the swept axes, as the search algorithm chose them).
+        backbone: timm model name.
+        online_augmentation: the online part of `augmentation` (`none` when empty).
+        synthetic_ratio: synthetic images per real training image.
+        seed: the trial's seed (model init, batches, augmentation, its pool).
+        generator: the generator whose pool it reads; None when it reads no synthetic image.
+        service: the Ray actor name of the synthesis service for `generator`.
+        n_synthetic: how many pool images it reads (a prefix of the pool).
+        device: the device it asks for (`cuda` when the sweep gives trials GPUs).
+        dataset, training: the spec's blocks, as dicts.
+        synthesis_mode: `add`, `replace` or `only`.
+        store_root: the synthetic store (local path or s3:// URI).
+        metric, mode: what early stopping and Tune watch.
+    """
+
+    swept: dict[str, Any]
+    backbone: str
+    online_augmentation: str
+    synthetic_ratio: float
+    seed: int
+    generator: str | None
+    service: str | None
+    n_synthetic: int
+    device: str
+    dataset: dict
+    training: dict
+    synthesis_mode: str
+    store_root: str
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class TrialPlanner:
+    """Resolves a trial's config into its `TrialPlan`; the sweep-wide part is fixed here."""
+
+    default_generator: str
+    services: dict[str, str]
+    n_real: int
+    device: str
+    dataset: dict
+    training: dict
+    synthesis_mode: str
+    store_root: str
+    metric: str
+    mode: str
+
+    def trial_plan(self, config: dict) -> TrialPlan:
+        ratio = float(config["synthetic_ratio"])
+        generator, online = split_augmentation(config["augmentation"])
+        n_synthetic = synthetic_count(ratio, self.synthesis_mode, self.n_real)
+        generator = (generator or self.default_generator) if n_synthetic else None
+        return TrialPlan(
+            swept=dict(config), backbone=str(config["backbone"]), online_augmentation=online,
+            synthetic_ratio=ratio, seed=int(config["seed"]), generator=generator,
+            service=self.services.get(generator), n_synthetic=n_synthetic, device=self.device,
+            dataset=self.dataset, training=self.training, synthesis_mode=self.synthesis_mode,
+            store_root=self.store_root, metric=self.metric, mode=self.mode)
+
+
+def service_name(sweep_id: str, generator: str) -> str:
+    """The Ray actor name of the synthesis service that serves `generator` in this sweep."""
+    return f"raysweep-synthesis-{sweep_id}-{generator}"
 
 
 @dataclass
@@ -47,6 +121,19 @@ class Plan:
     resources: dict
     generators: dict[str, dict] = field(default_factory=dict)
     fixed_params: dict = field(default_factory=dict)
+
+    def trial_planner(self, sweep_id: str, store_root: str) -> TrialPlanner:
+        """The per-trial resolver for this sweep: its services are named after `sweep_id`,
+        `store_root` is the store's resolved root (Tune moves trials to their own folders)."""
+        spec = self.spec
+        return TrialPlanner(
+            default_generator=spec.generator.name,
+            services={name: service_name(sweep_id, name) for name in self.generators},
+            n_real=len(self.splits.train),
+            device="cuda" if spec.tune.gpus_per_trial > 0 else "cpu",
+            dataset=spec.dataset.model_dump(), training=spec.training.model_dump(),
+            synthesis_mode=spec.synthesis.mode, store_root=store_root,
+            metric=spec.tune.metric, mode=spec.tune.mode)
 
     def summary(self) -> str:
         train, val, test = self.splits.train, self.splits.val, self.splits.test

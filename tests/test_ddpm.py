@@ -149,3 +149,26 @@ def test_registry():
     assert isinstance(create_generator("ddpm", steps=5), DDPMGenerator)
     with pytest.raises(KeyError, match="ddpm"):
         create_generator("no-such-generator")
+
+
+@pytest.mark.parametrize("name, cpu, cuda", [
+    ("ddpm", {"steps": 1000, "image_size": 16, "block_out_channels": [16, 32, 64]},
+     {"steps": 4000, "image_size": None, "block_out_channels": [32, 64, 128]}),
+    ("dcgan", {"steps": 1500, "base_channels": 32}, {"steps": 5000, "base_channels": 64}),
+    ("vae", {"steps": 2000, "base_channels": 32}, {"steps": 5000, "base_channels": 64}),
+])
+def test_auto_defaults_resolve_from_the_device_and_are_what_is_hashed(name, cpu, cuda):
+    from raysweep.generators import create_generator
+    from raysweep.synthesis.store import content_key
+
+    on_cpu, on_gpu = (create_generator(name, device=d).config() for d in ("cpu", "cuda:1"))
+    assert {k: on_cpu[k] for k in cpu} == cpu
+    assert {k: on_gpu[k] for k in cuda} == cuda
+    assert content_key(on_cpu) != content_key(on_gpu)
+    # An explicit value wins over the device's default, on either device.
+    explicit = create_generator(name, device="cuda", steps=7).config()
+    assert explicit["steps"] == 7 and content_key(explicit) != content_key(on_gpu)
+    # The resolved config rebuilds the same generator (what load() does from a stored config).
+    rebuilt = dict(on_gpu)
+    rebuilt.pop("generator")
+    assert create_generator(name, device="cpu", **rebuilt).config() == on_gpu

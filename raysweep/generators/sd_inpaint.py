@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from raysweep.devices import cap_gpu_memory
 from raysweep.generators.base import register_generator
 from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                                      weights_fingerprint)
@@ -218,7 +219,7 @@ class StableDiffusionInpaintGenerator:
         device = self._torch_device()
         # 2. Cap this process's GPU memory before anything is allocated there.
         if device.type == "cuda" and self.gpu_memory_fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(self.gpu_memory_fraction, device)
+            cap_gpu_memory(self.gpu_memory_fraction, device)
         # 3. Load.
         no_checker = {} if self.safety_checker else \
             {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
