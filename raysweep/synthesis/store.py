@@ -115,6 +115,32 @@ class SyntheticStore:
         self.backend.upload_dir(path, last=META)
         return final
 
+    # -- reference classifiers --------------------------------------------------------------
+
+    def has_classifier(self, key: str) -> bool:
+        return self.backend.exists(f"classifiers/{key}/{META}")
+
+    def classifier_dir(self, key: str) -> Path:
+        """A local directory holding classifier `key` (downloaded first from S3)."""
+        return self.backend.download_dir(f"classifiers/{key}", last=META)
+
+    def classifier_meta(self, key: str) -> dict:
+        return json.loads(self.backend.read_bytes(f"classifiers/{key}/{META}"))
+
+    def save_classifier(self, key: str, meta: dict, save_fn) -> Path:
+        """Like `save_generator`, under `classifiers/<key>/`; meta.json last."""
+        path = f"classifiers/{key}"
+        final = self.backend.mirror_dir(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        save_fn(str(tmp))
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self.backend.upload_dir(path, last=META)
+        return final
+
     # -- pools ------------------------------------------------------------------------------
 
     def pool_dir(self, key: str) -> Path | str:
