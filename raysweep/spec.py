@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from raysweep.errors import UserError
 
-AXES = ("synthetic_ratio", "mask_fraction", "augmentation", "backbone", "seed")
+AXES = ("synthetic_ratio", "mask_fraction", "filter_threshold", "augmentation", "backbone", "seed")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 
 
@@ -97,6 +97,9 @@ class SynthesisSpec(_Strict):
     cpus_per_actor: float = Field(default=0, ge=0)
     gpus_per_actor: float = Field(default=0, ge=0, le=1)
     chunk_size: int = Field(default=250, ge=1)
+    # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS);
+    # epochs of the CAS classifier, 0 = quality metrics off.
+    quality_epochs: int = Field(default=5, ge=0)
 
 
 class TTASpec(_Strict):
@@ -157,6 +160,8 @@ class StoreSpec(_Strict):
 class SweepSpec(_Strict):
     synthetic_ratio: Any = 0.0
     mask_fraction: Any = 0.0
+    # Reference-classifier confidence a synthetic image needs in its own label (0 = keep all).
+    filter_threshold: Any = 0.0
     augmentation: Any = "none"
     backbone: Any = "resnet18"
     seed: Any = 0
@@ -191,6 +196,7 @@ class Spec(_Strict):
         axes = {name: self.sweep.axis(name) for name in AXES}
         _check_numbers("synthetic_ratio", axes["synthetic_ratio"], low=0.0, high=None)
         _check_numbers("mask_fraction", axes["mask_fraction"], low=0.0, high=1.0)
+        _check_numbers("filter_threshold", axes["filter_threshold"], low=0.0, high=1.0)
         _check_numbers("seed", axes["seed"], low=0, high=None, integer=True)
         for name in ("augmentation", "backbone"):
             for value in axes[name].candidates():

@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.figures import sample_grid
 from raysweep.plan import Plan, TrialPlanner, search_and_scheduler
+from raysweep.quality.judge import judge_pools
+from raysweep.quality.reference import sweep_reference
 from raysweep.spec import spec_to_yaml
 from raysweep.synthesis.actors import start_synthesis
 from raysweep.synthesis.store import SyntheticStore
@@ -104,6 +106,16 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             for key, value in costs.items():
                 client.log_metric(parent_run_id, key, value)
             _log_pool_grids(client, parent_run_id, store, pools, plan)
+        filtering = max(float(v) for v in spec.axes()["filter_threshold"].candidates()) > 0
+        judging = bool(pools) and spec.synthesis.quality_epochs > 0
+        if filtering or judging:
+            # One reference classifier judges the pools and filters them: train it once, here,
+            # before trials load it.
+            reference = sweep_reference(store, plan.splits, log=log)
+            client.log_metric(parent_run_id, "reference_test_accuracy", reference.test_accuracy)
+            if judging:
+                judge_pools(client, parent_run_id, store, pools, plan.splits, reference,
+                            spec.synthesis.quality_epochs, log=log)
         trainable = tune.with_resources(tune.with_parameters(train_fn, planner=planner),
                                         plan.resources)
         callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,

@@ -10,6 +10,7 @@ import torch
 from raysweep.data import create_dataset, split_dataset
 from raysweep.quality import (classification_accuracy_score, distribution_metrics,
                               nearest_real_ssim, pool_quality)
+from raysweep.quality.filtering import keep_confident
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,25 @@ def test_cas_is_high_for_real_looking_labelled_images_and_chance_for_shuffled_la
     shuffled = classification_accuracy_score(
         train.images, np.random.default_rng(0).permutation(train.labels), **args)
     assert faithful > 0.6 > 0.25 > shuffled
+
+
+def test_filter_rejects_exactly_the_images_below_the_threshold():
+    """Images encode their label in their pixels (label × 10); planted bad ones are white, and
+    the stand-in classifier is unsure of them (uniform over 10 classes: confidence 0.1)."""
+    labels = np.arange(40) % 10
+    planted = np.zeros(40, bool)
+    planted[[3, 17, 22, 38]] = True
+    pixels_ = np.where(planted, 255, labels * 10).astype(np.uint8)
+    images = pixels_[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)
+
+    def logits(batch: np.ndarray) -> torch.Tensor:
+        value = torch.from_numpy(batch[:, 0, 0, 0].astype(np.int64))
+        sure = torch.nn.functional.one_hot(torch.where(value == 255, 0, value // 10), 10) * 10.0
+        return torch.where((value == 255)[:, None], torch.zeros_like(sure), sure)
+
+    is_synthetic = np.r_[np.zeros(10, bool), np.ones(30, bool)]
+    keep = keep_confident(logits, images, labels, is_synthetic, threshold=0.5)
+    assert (~keep).sum() == 3 and not keep[[17, 22, 38]].any()
+    assert keep[3]  # a real row is never filtered
+    assert keep_confident(logits, images, labels, is_synthetic, threshold=0.0).all()
+    assert (~keep_confident(logits, images, labels, is_synthetic, threshold=0.05)).sum() == 0

@@ -59,6 +59,11 @@ def as_text(report: Report) -> str:
     lines.append(shown.to_string(index=False))
     if report.sampled:
         lines += ["", "best trials:", report.best.to_string(index=False)]
+    quality = sweep.quality
+    if not quality.empty:
+        overall = quality[quality["class"] == "all"].drop(columns=["class"]).set_index("pool")
+        lines += ["", "synthetic quality per pool (reference-classifier features; per class in "
+                      "the HTML/JSON):", overall.to_string(float_format=lambda v: f"{v:.4g}")]
     if report.importances:
         lines += ["", "parameter importance (Optuna fANOVA): " + ", ".join(
             f"{k} {v:.2f}" for k, v in report.importances.items())]
@@ -76,6 +81,7 @@ def as_json(report: Report) -> dict:
             "seeds": sweep.seeds(), "axes": report.axes, "notes": report.notes,
             "table": records(comparison_table(report)), "best_trials": records(report.best),
             "param_importance": report.importances,
+            "synthetic_quality": records(sweep.quality),
             "trial_cost_seconds": dict(zip(sweep.trials["run_id"], map(float, report.cost)))}
 
 
@@ -94,6 +100,12 @@ def as_html(report: Report) -> str:
     parts += ["<h2>Comparison</h2>", comparison_table(report).to_html(index=False, na_rep="n/a")]
     if report.sampled:
         parts += ["<h2>Best trials</h2>", report.best.to_html(index=False)]
+    if not sweep.quality.empty:
+        parts += ["<h2>Synthetic quality per pool and class</h2>",
+                  "<p>Fréchet distance, KID, precision/recall on the reference classifier's "
+                  "features; SSIM to the nearest real image; CAS: balanced accuracy on real test "
+                  "images of a classifier trained on the pool alone.</p>",
+                  sweep.quality.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")]
     parts.append("<h2>Figures</h2>")
     for figure in report.figures:
         data = base64.b64encode(Path(figure).read_bytes()).decode()

@@ -33,6 +33,7 @@ class Sweep:
     params: dict
     metrics: dict
     trials: pd.DataFrame
+    quality: pd.DataFrame
 
     @property
     def search_alg(self) -> str:
@@ -109,7 +110,22 @@ def load_sweep(tracking_uri: str, sweep_id: str, experiment: str | None = None) 
                 if c.startswith("params.") and pd.notna(v)},
         metrics={c[len("metrics."):]: float(v) for c, v in parent.items()
                  if c.startswith("metrics.") and pd.notna(v)},
-        trials=table.reset_index(drop=True))
+        trials=table.reset_index(drop=True),
+        quality=load_quality(tracking_uri, parent["run_id"]))
+
+
+def load_quality(tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
+    """The per-class quality tables the sweep logged for its pools (empty when none)."""
+    import tempfile
+
+    client = MlflowClient(tracking_uri)
+    tables = []
+    for artifact in client.list_artifacts(parent_run_id, "quality"):
+        with tempfile.TemporaryDirectory() as directory:
+            path = client.download_artifacts(parent_run_id, artifact.path, directory)
+            table = pd.read_csv(path, dtype={"class": str})
+        tables.append(table.assign(pool=artifact.path.split("/")[-1].removesuffix(".csv")))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def latest_sweep_id(tracking_uri: str, experiment: str) -> str:
