@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this project's tracking store")
     ui.add_argument("--tracking-uri")
+    ui.add_argument("--spec", help="take the tracking store from this spec")
+    ui.add_argument("--sweep", help="also print the page that compares this sweep's trials")
     ui.add_argument("--port", type=int, default=5000)
 
     cache = commands.add_parser("cache", help="inspect the synthetic store")
@@ -174,11 +176,34 @@ def cmd_ui(args) -> int:
 
     from raysweep.tracking import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri, None)
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
+    spec_uri = None
+    if args.spec:
+        from raysweep.spec import load_spec
+
+        spec_uri = load_spec(args.spec).tracking.tracking_uri
+    uri = resolve_tracking_uri(args.tracking_uri, spec_uri)
+    address = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for {uri} at {address}", flush=True)
+    if args.sweep:
+        print(f"sweep {args.sweep}: {address}/{sweep_page(uri, args.sweep)}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(args.port)]
     return subprocess.call(command)
+
+
+def sweep_page(tracking_uri: str, sweep_id: str) -> str:
+    """The MLflow UI route that compares a sweep's trial runs (their params side by side)."""
+    import json
+    from urllib.parse import quote
+
+    import mlflow
+
+    from raysweep.report import load_sweep
+
+    sweep = load_sweep(tracking_uri, sweep_id)
+    experiment = mlflow.get_experiment_by_name(sweep.experiment).experiment_id
+    runs = quote(json.dumps(list(sweep.trials["run_id"])))
+    return f"#/compare-runs?runs={runs}&experiments={quote(json.dumps([experiment]))}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.figures import sample_grid
 from raysweep.plan import Plan, TrialPlanner, search_and_scheduler
+from raysweep.progress import TrialProgress, wait_for_pools
 from raysweep.quality.judge import judge_pools
 from raysweep.quality.reference import sweep_reference
 from raysweep.spec import spec_to_yaml
@@ -63,7 +64,10 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
         costs[f"{name}_reused"] = float(first["reused"])
         costs[f"{name}_load_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count) for p in plan.pools])
+    keys = {name: ray.get(service.stats.remote())["keys"] for name, service in services.items()}
+    statuses = wait_for_pools([services[p.generator].ensure.remote(p.seed, p.count)
+                               for p in plan.pools], plan.pools,
+                              [keys[p.generator][p.seed] for p in plan.pools], store, log)
     for request, status in zip(plan.pools, statuses):
         log(f"pool {status['key']} ({request.generator}, seed {request.seed}): {status['count']} "
             f"images ({status['generated']} generated, {status['reused']} reused) "
@@ -118,10 +122,10 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
                             spec.synthesis.quality_epochs, log=log)
         trainable = tune.with_resources(tune.with_parameters(train_fn, planner=planner),
                                         plan.resources)
+        varying = [name for name, axis in spec.axes().items() if axis.kind != "fixed"]
         callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
-                                       plan.fixed_params, planner,
-                                       varying=[name for name, axis in spec.axes().items()
-                                                if axis.kind != "fixed"])
+                                       plan.fixed_params, planner, varying=varying)
+        progress = TrialProgress(plan.trial_count, spec.tune.metric, spec.tune.mode, varying, log)
         search, scheduler = search_and_scheduler(spec)
         tuner = tune.Tuner(
             trainable,
@@ -135,7 +139,7 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
                 reuse_actors=True),
             run_config=tune.RunConfig(
                 name=sweep_id, storage_path=str(Path(spec.tune.storage_path).resolve()),
-                callbacks=[callback], verbose=1,
+                callbacks=[callback, progress], verbose=1,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
         results = tuner.fit()

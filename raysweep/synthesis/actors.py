@@ -112,7 +112,8 @@ class SynthesisService:
                     "reused": min(count, have), "seconds": time.perf_counter() - start_time}
 
     def stats(self) -> dict:
-        return {"generated": dict(self.generated), "log": list(self.log)}
+        return {"generated": dict(self.generated), "log": list(self.log),
+                "keys": {seed: key for seed, (key, _) in self.pools.items()}}
 
 
 def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int,
