@@ -42,7 +42,15 @@ def resolve_tracking_uri(cli_value: str | None, spec_value: str | None) -> str:
 
 def experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except mlflow.exceptions.MlflowException:  # another sweep created it a moment ago
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict) -> None:
@@ -127,10 +135,26 @@ def run_name(config: dict, varying: list[str]) -> str:
     return " ".join(f"{key}={shown(config[key])}" for key in varying if key in config) or "trial"
 
 
+def open_store(tracking_uri: str) -> MlflowClient:
+    """A client on the store, creating a new sqlite database under a file lock: two sweeps that
+    start at once on a fresh mlflow.db would otherwise both run MLflow's schema migration and
+    one would fail (`table _alembic_tmp_metrics already exists`)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return MlflowClient(tracking_uri)
+    import fcntl
+
+    with open(f"{tracking_uri[len(prefix):]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)  # creates and migrates the schema
+        return client
+
+
 def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name: str) -> tuple[str, str]:
     """Create (or find, when resuming) the sweep's parent run; returns (experiment_id, run_id)."""
+    client = open_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
     exp_id = experiment_id(client, experiment)
     found = client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
                                                          f"tags.`raysweep.role` = 'sweep'")
