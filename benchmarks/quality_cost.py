@@ -7,7 +7,6 @@ the images show."""
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,11 +23,12 @@ def run() -> None:
     splits = split_dataset(create_dataset("mnist5k"), val_fraction=0.1, test_fraction=0.2,
                            per_class=50, seed=0)
     pool_images, pool_labels = splits.test.images[:1000], splits.test.labels[:1000]
-    with tempfile.TemporaryDirectory() as directory:
-        start = time.perf_counter()
-        reference = sweep_reference(SyntheticStore(directory), splits, log=lambda _: None)
-        fit = time.perf_counter() - start
-    print(f"reference classifier, trained once per dataset (cached after): {fit:.1f} s", flush=True)
+    # The store the README's sweeps use: a second run reuses the trained reference classifier.
+    start = time.perf_counter()
+    reference = sweep_reference(SyntheticStore(".raysweep/cache"), splits, log=lambda _: None)
+    fit = time.perf_counter() - start
+    print(f"reference classifier: {fit:.1f} s ({'loaded' if reference.reused else 'trained'}; "
+          f"trained once per dataset, then cached)", flush=True)
     start = time.perf_counter()
     pool_quality(splits.train.images, splits.train.labels, pool_images, pool_labels,
                  reference.features, list(splits.train.class_names))
