@@ -97,9 +97,9 @@ class SynthesisSpec(_Strict):
     cpus_per_actor: float = Field(default=0, ge=0)
     gpus_per_actor: float = Field(default=0, ge=0, le=1)
     chunk_size: int = Field(default=250, ge=1)
-    # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS);
-    # epochs of the CAS classifier, 0 = quality metrics off.
-    quality_epochs: int = Field(default=5, ge=0)
+    # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
+    # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
+    quality_epochs: int = Field(default=0, ge=0)
 
 
 class TTASpec(_Strict):
