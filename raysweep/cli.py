@@ -84,6 +84,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     plan = _validate(args)
+    from raysweep.redaction import redact_uri
     from raysweep.sweep import log, run_sweep
     from raysweep.tracking import resolve_tracking_uri
 
@@ -94,7 +95,7 @@ def cmd_run(args) -> int:
     log(f"sweep {result.sweep_id} done in {result.seconds:.0f}s: {result.trials} trials, "
         f"{result.errors} failed")
     _report(tracking_uri, result.sweep_id, "test_balanced_accuracy", "png,html,csv,json", None)
-    log(f"compare the trials: raysweep ui --tracking-uri {tracking_uri}")
+    log(f"compare the trials: raysweep ui --tracking-uri {redact_uri(tracking_uri)}")
     return 1 if result.errors else 0
 
 
@@ -174,6 +175,7 @@ def cmd_cache(args) -> int:
 def cmd_ui(args) -> int:
     import subprocess
 
+    from raysweep.redaction import redact_uri
     from raysweep.tracking import resolve_tracking_uri
 
     spec_uri = None
@@ -183,7 +185,7 @@ def cmd_ui(args) -> int:
         spec_uri = load_spec(args.spec).tracking.tracking_uri
     uri = resolve_tracking_uri(args.tracking_uri, spec_uri)
     address = f"http://127.0.0.1:{args.port}"
-    print(f"MLflow UI for {uri} at {address}", flush=True)
+    print(f"MLflow UI for {redact_uri(uri)} at {address}", flush=True)
     if args.sweep:
         print(f"sweep {args.sweep}: {address}/{sweep_page(uri, args.sweep)}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
@@ -215,6 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"raysweep: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from raysweep.synthesis.actors import SynthesisFailed
+        from raysweep.synthesis.backends import UnsafePath
+        from raysweep.synthesis.store import CorruptGenerator, CorruptPool
+
+        # Generation that gave up, or a store found damaged or tampered with: not a bug, so one
+        # line (raised in an actor, it arrives wrapped in Ray's traceback), exit 1.
+        if not isinstance(error, (SynthesisFailed, CorruptPool, CorruptGenerator, UnsafePath)):
+            raise
+        print(f"raysweep: error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

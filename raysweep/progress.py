@@ -18,13 +18,13 @@ POLL_SECONDS = 15.0
 
 
 def wait_for_pools(refs: list, requests: list, keys: list[str], store: SyntheticStore,
-                   log: Callable[[str], None]) -> list[dict]:
-    """`ray.get(refs)`, logging every POLL_SECONDS each unfinished pool's images so far, its
-    rate (images/s) and the time left at that rate."""
+                   log: Callable[[str], None], timeout: float) -> list[dict]:
+    """`ray.get(refs, timeout=timeout)`, logging every POLL_SECONDS each unfinished pool's
+    images so far, its rate (images/s) and the time left at that rate."""
     start = time.perf_counter()
     before = [store.count(key) for key in keys]
     pending = set(range(len(refs)))
-    while pending:
+    while pending and time.perf_counter() - start < timeout:
         done, _ = ray.wait([refs[i] for i in pending], num_returns=len(pending),
                            timeout=POLL_SECONDS)
         pending -= {refs.index(ref) for ref in done}
@@ -35,7 +35,7 @@ def wait_for_pools(refs: list, requests: list, keys: list[str], store: Synthetic
             eta = f"ETA {(wanted - have) / rate:.0f}s" if rate > 0 else "ETA unknown yet"
             log(f"pool {keys[i]} ({requests[i].generator}, seed {requests[i].seed}): "
                 f"{have}/{wanted} images, {rate:.1f} images/s, {eta}")
-    return ray.get(refs)
+    return ray.get(refs, timeout=max(1.0, timeout - (time.perf_counter() - start)))
 
 
 class TrialProgress(Callback):

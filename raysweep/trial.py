@@ -19,9 +19,11 @@ from ray import tune
 
 from raysweep.compose import compose
 from raysweep.data import load_splits
+from raysweep.devices import cap_gpu_memory, explain_out_of_memory
 from raysweep.plan import TrialPlanner
 from raysweep.quality.filtering import keep_confident
 from raysweep.quality.reference import sweep_reference
+from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
@@ -40,7 +42,8 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     if plan.n_synthetic:
         # The service extends the pool if it is short (one generation even if trials race).
         service = ray.get_actor(plan.service)
-        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic))
+        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic),
+                            timeout=CHUNK_TIMEOUT_S)
         pool = SyntheticStore(plan.store_root).read(synthesis["key"], plan.n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
@@ -64,8 +67,9 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
+            # weights_only: a checkpoint is tensors and numbers; never unpickle code from disk.
             resume = torch.load(Path(directory) / "state.pt", map_location="cpu",
-                                weights_only=False)
+                                weights_only=True)
 
     def report(metrics: dict, state: dict, final: FinalEvaluation | None) -> None:
         with tempfile.TemporaryDirectory() as directory:
@@ -75,8 +79,14 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
                                       synthetic_images, synthetic_labels)
             tune.report({**metrics, **cost}, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU.
-    train_classifier(TrialData(images, labels, is_synthetic, splits), plan.training,
-                     backbone=plan.backbone, augmentation=plan.online_augmentation,
-                     seed=plan.seed, metric=plan.metric, mode=plan.mode,
-                     device=resolve_device(plan.device), report=report, resume=resume)
+    # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU; a trial
+    #    that shares its GPU keeps to its share of the memory, as generator actors do.
+    device = resolve_device(plan.device)
+    if device.type == "cuda" and plan.gpu_memory_fraction is not None:
+        cap_gpu_memory(plan.gpu_memory_fraction, device)
+    with explain_out_of_memory(f"trial {plan.swept}",
+                               "lower training.batch_size or raise tune.gpus_per_trial"):
+        train_classifier(TrialData(images, labels, is_synthetic, splits), plan.training,
+                         backbone=plan.backbone, augmentation=plan.online_augmentation,
+                         seed=plan.seed, metric=plan.metric, mode=plan.mode, device=device,
+                         report=report, resume=resume)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,21 @@ def test_the_loop_trains_on_cuda_with_mixed_precision():
     assert 0.0 <= reports[-1][0]["test_tta_accuracy"] <= 1.0
     resumed = tiny_run(epochs=3, device="cuda", resume=reports[0][1])
     assert [m["epoch"] for m, _ in resumed] == [2, 3]
+
+
+def test_the_gpu_tier_collects_without_ray(tmp_path):
+    """`python -m pytest -m gpu` on a machine without Ray collects every GPU test, no error."""
+    blocker = tmp_path / "ray"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('no ray on this machine')\n")
+    tests = Path(__file__).resolve().parent
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu",
+                           "-p", "no:cacheprovider", str(tests)], capture_output=True, text=True,
+                          timeout=300, env=environment, cwd=tests.parent)
+    assert done.returncode == 0, done.stdout[-3000:]
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert any("test_the_loop_trains_on_cuda_with_mixed_precision" in c for c in collected)
+    assert any("test_cap_applies_to_the_named_gpu" in c for c in collected)
+    assert not any("test_synthesis_actors.py" in c for c in collected)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from raysweep.devices import cap_gpu_memory
+from raysweep.devices import batch_size_for_memory, cap_gpu_memory, memory_budget
 from raysweep.generators.base import register_generator
 from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                                      weights_fingerprint)
@@ -44,6 +44,10 @@ _SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler",
                "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _ATTENTION = ("sdpa", "default")
+_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Activation memory per image at 512x512 in fp16 with guidance, from SD 1.5 inpainting on an
+# H100 (issue 7: 2.5 GiB at batch 1, 16.1 GiB at batch 32); text-to-image needs a little less.
+_BYTES_PER_IMAGE_512 = 0.44 * 2**30
 
 
 def _to_data_shape(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
@@ -78,13 +82,16 @@ class StableDiffusionText2ImgGenerator:
         safety_checker: keep the pipeline's NSFW checker, which blacks out flagged images
             (each flagged image is reported with a warning); False loads the pipeline without it.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
-        batch_size: images per pipeline call in `sample`. Not part of `config()`.
+        batch_size: images per pipeline call in `sample`; "auto": on CUDA the largest power
+            of two up to 32 that fits this process's memory share after loading, 8 on CPU.
+            Not part of `config()`.
         attention: "sdpa" (PyTorch's scaled_dot_product_attention in the UNet) or "default"
             (whatever the pipeline loads with). Not part of `config()`.
         channels_last: put the UNet and VAE in channels-last memory format (faster convolutions
             on recent GPUs). Not part of `config()`.
-        compile: `torch.compile` the UNet (slow first call, faster afterwards). Not part of
-            `config()`.
+        compile: `torch.compile` the UNet (slow first call, faster afterwards): True, or a
+            torch.compile mode: "reduce-overhead" (CUDA graphs: fewer kernel launches),
+            "max-autotune", "max-autotune-no-cudagraphs". Not part of `config()`.
         gpu_memory_fraction: on CUDA, cap this process's share of GPU memory
             (`torch.cuda.set_per_process_memory_fraction`), for actors that share a GPU;
             None: no cap.
@@ -107,10 +114,10 @@ class StableDiffusionText2ImgGenerator:
         dtype: str = "auto",
         safety_checker: bool = True,
         device: str = "auto",
-        batch_size: int = 8,
+        batch_size: int | str = "auto",
         attention: str = "sdpa",
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         gpu_memory_fraction: float | None = None,
         local_files_only: bool | None = None,
     ) -> None:
@@ -131,7 +138,9 @@ class StableDiffusionText2ImgGenerator:
         if attention not in _ATTENTION:
             raise ValueError(f"{self.name}: attention {attention!r} is not one of "
                              f"{', '.join(_ATTENTION)}")
-        for key, value in (("steps", steps), ("batch_size", batch_size)):
+        if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
+            raise ValueError(f"{self.name}: batch_size must be >= 1 or 'auto', got {batch_size!r}")
+        for key, value in (("steps", steps),):
             if int(value) < 1:
                 raise ValueError(f"{self.name}: {key} must be >= 1, got {value!r}")
         for key, value in (("height", height), ("width", width)):
@@ -152,10 +161,14 @@ class StableDiffusionText2ImgGenerator:
         self.dtype = str(dtype)
         self.safety_checker = bool(safety_checker)
         self.device = str(device)
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
+        self.sample_batch_size: int | None = None  # batch_size resolved when the pipeline loads
         self.attention = str(attention)
         self.channels_last = bool(channels_last)
-        self.compile = bool(compile)
+        if isinstance(compile, str) and compile not in _COMPILE_MODES:
+            raise ValueError(f"{self.name}: compile {compile!r} is not true, false or one of "
+                             f"{', '.join(_COMPILE_MODES)}")
+        self.compile = compile if isinstance(compile, str) else bool(compile)
         self.gpu_memory_fraction = None if gpu_memory_fraction is None \
             else float(gpu_memory_fraction)
         self.local_files_only = (not downloads_allowed()) if local_files_only is None \
@@ -167,6 +180,10 @@ class StableDiffusionText2ImgGenerator:
         self.weights_fingerprint: str | None = None
         self.load_seconds: float | None = None
         self.nsfw_flagged = 0
+        # Each class's prompt through the text encoder once (set with class_names), so a batch
+        # only indexes them: the text encoder is off the sampling path.
+        self.prompt_embeds: torch.Tensor | None = None
+        self.negative_prompt_embeds: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
@@ -228,13 +245,35 @@ class StableDiffusionText2ImgGenerator:
         pipe = pipe.to(device)
         if self.attention == "sdpa":
             pipe.unet.set_attn_processor(AttnProcessor2_0())
+            if device.type == "cuda":
+                # One matmul for q, k and v instead of three (SDPA stays the attention kernel):
+                # the same sums in another order, so only on CUDA, where float rounding already
+                # differs from the CPU's; CPU outputs stay what they were.
+                pipe.fuse_qkv_projections()
         if self.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
         if self.compile:
-            pipe.unet = torch.compile(pipe.unet)
+            mode = self.compile if isinstance(self.compile, str) else None
+            pipe.unet = torch.compile(pipe.unet, mode=mode)
         pipe.set_progress_bar_config(disable=True)
+        self.sample_batch_size = self._resolve_batch_size(pipe, device)
         return pipe, weights_fingerprint(folder)
+
+    def _resolve_batch_size(self, pipe, device: torch.device) -> int:
+        """`batch_size`, or for "auto" what fits in this process's memory share (CUDA)."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        if device.type != "cuda":
+            return 8
+        scale = pipe.vae_scale_factor
+        height = self.height or pipe.unet.config.sample_size * scale
+        width = self.width or pipe.unet.config.sample_size * scale
+        per_image = _BYTES_PER_IMAGE_512 * height * width / 512**2
+        per_image *= pipe.unet.dtype.itemsize / 2  # measured in fp16; fp32 takes twice that
+        if self.guidance_scale <= 1:
+            per_image /= 2  # one UNet batch per step instead of two
+        return batch_size_for_memory(0.9 * memory_budget(device), per_image)
 
     # ------------------------------------------------------------------ fit
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
@@ -264,6 +303,7 @@ class StableDiffusionText2ImgGenerator:
         self.pipe, self.weights_fingerprint = self._load_pipeline()
         self.data_shape = tuple(int(s) for s in images.shape[1:])
         self.class_names = tuple(str(c) for c in class_names)
+        self._encode_class_prompts()
         self.load_seconds = time.perf_counter() - started
         if progress is not None:
             progress(f"{self.name}: loaded in {self.load_seconds:.0f}s; prompts like "
@@ -285,14 +325,11 @@ class StableDiffusionText2ImgGenerator:
             return np.zeros((0, height, width, channels), np.uint8)
         if labels.min() < 0 or labels.max() >= len(self.class_names):
             raise ValueError(f"{self.name}.sample: labels must lie in [0, {len(self.class_names)})")
-        prompts = [self.prompt_template.format(label=self.class_names[y]) for y in labels]
         out = []
-        for start in range(0, labels.size, self.batch_size):
-            chunk = slice(start, start + self.batch_size)
+        for start in range(0, labels.size, self.sample_batch_size):
+            chunk = slice(start, start + self.sample_batch_size)
             result = self.pipe(
-                prompt=prompts[chunk],
-                negative_prompt=None if self.negative_prompt is None
-                else [self.negative_prompt] * len(prompts[chunk]),
+                **self._prompt_embeds(labels[chunk]),
                 height=self.height, width=self.width, num_inference_steps=self.steps,
                 guidance_scale=self.guidance_scale,
                 generator=[torch.Generator().manual_seed(int(s)) for s in seeds[chunk]],
@@ -300,6 +337,22 @@ class StableDiffusionText2ImgGenerator:
             self._count_flagged(result)
             out.append(_to_data_shape(result.images, height, width, channels))
         return np.concatenate(out)
+
+    @torch.no_grad()
+    def _encode_class_prompts(self) -> None:
+        prompts = [self.prompt_template.format(label=name) for name in self.class_names]
+        negative = None if self.negative_prompt is None else [self.negative_prompt] * len(prompts)
+        # The pipeline's own encoding, as its __call__ would do it; the negative embeddings
+        # are None without guidance.
+        self.prompt_embeds, self.negative_prompt_embeds = self.pipe.encode_prompt(
+            prompts, self.pipe.device, 1, self.guidance_scale > 1, negative_prompt=negative)
+
+    def _prompt_embeds(self, labels: np.ndarray) -> dict[str, torch.Tensor | None]:
+        """The pipeline's prompt arguments for these labels, from the per-class embeddings."""
+        index = torch.from_numpy(labels).to(self.prompt_embeds.device)
+        negative = self.negative_prompt_embeds
+        return {"prompt_embeds": self.prompt_embeds[index],
+                "negative_prompt_embeds": None if negative is None else negative[index]}
 
     def _count_flagged(self, result) -> None:
         flagged = sum(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or []))
@@ -348,4 +401,5 @@ class StableDiffusionText2ImgGenerator:
                           stacklevel=2)
         self.data_shape = tuple(int(s) for s in state["data_shape"])
         self.class_names = tuple(state["class_names"])
+        self._encode_class_prompts()
         self.load_seconds = time.perf_counter() - started

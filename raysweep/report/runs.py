@@ -14,6 +14,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from raysweep.errors import UserError
+from raysweep.redaction import redact_uri
 from raysweep.tracking import SWEEP_TAG
 
 ROLE_TAG = "raysweep.role"
@@ -51,7 +52,7 @@ def _sweep_runs(tracking_uri: str, filter_string: str, experiment: str | None) -
     mlflow.set_tracking_uri(tracking_uri)
     if experiment is not None:
         if mlflow.get_experiment_by_name(experiment) is None:
-            raise UserError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run a sweep "
+            raise UserError(f"no MLflow experiment {experiment!r} at {redact_uri(tracking_uri)}; run a sweep "
                             f"first or list sweeps with `raysweep ls`")
         return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string,
                                   max_results=50000)
@@ -84,7 +85,7 @@ def load_sweep(tracking_uri: str, sweep_id: str, experiment: str | None = None) 
     """The sweep with this id and its trial runs, one row per trial (params and final metrics)."""
     runs = _sweep_runs(tracking_uri, f"tags.`{SWEEP_TAG}` = '{sweep_id}'", experiment)
     if runs.empty:
-        raise UserError(f"no sweep {sweep_id!r} at {tracking_uri}; list the sweeps with "
+        raise UserError(f"no sweep {sweep_id!r} at {redact_uri(tracking_uri)}; list the sweeps with "
                         f"`raysweep ls`")
     role = runs.get(f"tags.{ROLE_TAG}", pd.Series(index=runs.index, dtype=object))
     parents, trials = runs[role == "sweep"], runs[role != "sweep"]

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import torch
 
-# Share of the free GPU memory the resident training data may take: the rest is for the model,
+from raysweep.devices import memory_budget
+
+# Share of the GPU memory this process may still use (its cap, or what is free) that the
+# resident training data may take: the rest is for the model,
 # activations and, on a shared GPU, the generator actors beside the trial.
 RESIDENT_DATA_SHARE = 0.25
 
@@ -40,5 +43,4 @@ def fits_on_device(nbytes: int, device: torch.device) -> bool:
     """Whether `nbytes` of training data may stay resident on `device` for the whole trial."""
     if device.type != "cuda":
         return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= RESIDENT_DATA_SHARE * free
+    return nbytes <= RESIDENT_DATA_SHARE * memory_budget(device)
