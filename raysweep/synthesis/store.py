@@ -178,7 +178,8 @@ class SyntheticStore:
 
     def classifier_dir(self, key: str) -> Path:
         """A local directory holding classifier `key` (downloaded first from S3)."""
-        return self.backend.download_dir(f"classifiers/{key}", last=META)
+        meta = self.classifier_meta(key)
+        return self.backend.download_dir(f"classifiers/{key}", meta["files"])
 
     def classifier_meta(self, key: str) -> dict:
         return json.loads(self.backend.read_bytes(f"classifiers/{key}/{META}"))
@@ -190,11 +191,15 @@ class SyntheticStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
         save_fn(str(tmp))
-        (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
+        files = {p.relative_to(tmp).as_posix(): _sha256_file(p)
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        self.backend.upload_dir(path, last=META)
+        self.backend.upload_dir(path)
+        # meta.json last, naming the files: a reader never sees a classifier without weights.
+        self.backend.write_bytes(f"{path}/{META}",
+                                 json.dumps({**meta, "files": files}, indent=2, default=str).encode())
         return final
 
     # -- pools ------------------------------------------------------------------------------
