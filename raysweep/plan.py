@@ -53,6 +53,8 @@ class TrialPlan:
         backbone: timm model name.
         online_augmentation: the online part of `augmentation` (`none` when empty).
         synthetic_ratio: synthetic images per real training image.
+        filter_threshold: the reference classifier's confidence in its own label that a
+            synthetic image needs to be kept (0 = keep all).
         seed: the trial's seed (model init, batches, augmentation, its pool).
         generator: the generator whose pool it reads; None when it reads no synthetic image.
         service: the Ray actor name of the synthesis service for `generator`.
@@ -70,6 +72,7 @@ class TrialPlan:
     backbone: str
     online_augmentation: str
     synthetic_ratio: float
+    filter_threshold: float
     seed: int
     generator: str | None
     service: str | None
@@ -106,7 +109,8 @@ class TrialPlanner:
         generator = (generator or self.default_generator) if n_synthetic else None
         return TrialPlan(
             swept=dict(config), backbone=str(config["backbone"]), online_augmentation=online,
-            synthetic_ratio=ratio, seed=int(config["seed"]), generator=generator,
+            synthetic_ratio=ratio, filter_threshold=float(config.get("filter_threshold", 0.0)),
+            seed=int(config["seed"]), generator=generator,
             service=self.services.get(generator), n_synthetic=n_synthetic,
             device="cuda" if self.gpus_per_trial > 0 else "cpu",
             gpu_memory_fraction=self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else None,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from raysweep.errors import UserError
 
-AXES = ("synthetic_ratio", "mask_fraction", "augmentation", "backbone", "seed")
+AXES = ("synthetic_ratio", "mask_fraction", "filter_threshold", "augmentation", "backbone", "seed")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # Seeds seed NumPy (< 2**32) and make per-image seeds `seed << 32 | i` in an int64 (< 2**31).
 MAX_SEED = 2**31 - 1
@@ -110,6 +110,9 @@ class SynthesisSpec(_Strict):
     cpus_per_actor: float = Field(default=0, ge=0)
     gpus_per_actor: float = Field(default=0, ge=0, le=1)
     chunk_size: int = Field(default=250, ge=1)
+    # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
+    # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
+    quality_epochs: int = Field(default=0, ge=0)
 
 
 class TTASpec(_Strict):
@@ -188,6 +191,8 @@ class StoreSpec(_Strict):
 class SweepSpec(_Strict):
     synthetic_ratio: Any = 0.0
     mask_fraction: Any = 0.0
+    # Reference-classifier confidence a synthetic image needs in its own label (0 = keep all).
+    filter_threshold: Any = 0.0
     augmentation: Any = "none"
     backbone: Any = "resnet18"
     seed: Any = 0
@@ -225,6 +230,7 @@ class Spec(_Strict):
         _check_numbers("synthetic_ratio", axes["synthetic_ratio"], low=0.0,
                        high=MAX_SYNTHETIC_RATIO)
         _check_numbers("mask_fraction", axes["mask_fraction"], low=0.0, high=1.0)
+        _check_numbers("filter_threshold", axes["filter_threshold"], low=0.0, high=1.0)
         _check_numbers("seed", axes["seed"], low=0, high=MAX_SEED, integer=True)
         for name in ("augmentation", "backbone"):
             for value in axes[name].candidates():

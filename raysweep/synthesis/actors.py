@@ -181,7 +181,8 @@ class SynthesisService:
         return released
 
     def stats(self) -> dict:
-        return {"generated": dict(self.generated), "log": list(self.log)}
+        return {"generated": dict(self.generated), "log": list(self.log),
+                "keys": {seed: key for seed, (key, _) in self.pools.items()}}
 
 
 def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int,

@@ -171,6 +171,37 @@ class SyntheticStore:
                 self.backend.delete_dir(f"{base}/{version}")  # never listed: nobody reads it
         return (final, True) if stored else (self.generator_dir(key), False)
 
+    # -- reference classifiers --------------------------------------------------------------
+
+    def has_classifier(self, key: str) -> bool:
+        return self.backend.exists(f"classifiers/{key}/{META}")
+
+    def classifier_dir(self, key: str) -> Path:
+        """A local directory holding classifier `key` (downloaded first from S3)."""
+        meta = self.classifier_meta(key)
+        return self.backend.download_dir(f"classifiers/{key}", meta["files"])
+
+    def classifier_meta(self, key: str) -> dict:
+        return json.loads(self.backend.read_bytes(f"classifiers/{key}/{META}"))
+
+    def save_classifier(self, key: str, meta: dict, save_fn) -> Path:
+        """Like `save_generator`, under `classifiers/<key>/`; meta.json last."""
+        path = f"classifiers/{key}"
+        final = self.backend.mirror_dir(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        save_fn(str(tmp))
+        files = {p.relative_to(tmp).as_posix(): _sha256_file(p)
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self.backend.upload_dir(path)
+        # meta.json last, naming the files: a reader never sees a classifier without weights.
+        self.backend.write_bytes(f"{path}/{META}",
+                                 json.dumps({**meta, "files": files}, indent=2, default=str).encode())
+        return final
+
     # -- pools ------------------------------------------------------------------------------
 
     def pool_dir(self, key: str) -> Path | str:
