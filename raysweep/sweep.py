@@ -117,7 +117,8 @@ class Resumable:
 
 
 def new_sweep_id(spec) -> str:
-    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The random suffix keeps two sweeps started in the same second apart (runs, Tune dirs).
+    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def find_resumable(spec, tracking_uri: str) -> Resumable:

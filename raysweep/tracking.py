@@ -11,6 +11,7 @@ import functools
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
@@ -104,7 +105,7 @@ class MLflowTrialCallback(Callback):
     """Mirrors each Tune trial into a nested MLflow run: params, per-epoch metrics, artifacts."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str,
-                 fixed_params: dict, planner: TrialPlanner, varying: list[str]):
+                 fixed_params: dict, planner: TrialPlanner, varying: Sequence[str] = ()):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
@@ -170,7 +171,7 @@ class MLflowTrialCallback(Callback):
         self.client.set_terminated(self._run_for(trial), RunStatus.to_string(RunStatus.FAILED))
 
 
-def run_name(config: dict, varying: list[str]) -> str:
+def run_name(config: dict, varying: Sequence[str]) -> str:
     """A child run is named by the values it varies (what a reader compares in the MLflow UI);
     sampled floats are rounded so the name stays readable."""
     def shown(value):
@@ -229,7 +230,3 @@ def latest_unfinished_sweep(tracking_uri: str, experiment: str):
                                             "attributes.status != 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
-
-
-def end_run(tracking_uri: str, run_id: str, status: str) -> None:
-    MlflowClient(tracking_uri).set_terminated(run_id, status)
