@@ -20,7 +20,7 @@ from scipy import stats  # noqa: E402
 from raysweep.errors import UserError  # noqa: E402
 from raysweep.tracking import SWEEP_TAG  # noqa: E402
 
-GROUP_BY = ("backbone", "augmentation", "mask_fraction", "synthetic_ratio")
+GROUP_BY = ("backbone", "augmentation", "mask_region", "mask_fraction", "synthetic_ratio")
 
 
 def load_trials(tracking_uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:

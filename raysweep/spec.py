@@ -2,8 +2,9 @@
 
 A spec names the dataset, the generator, how synthetic data enters training, the training
 recipe, Tune's search settings, where results are tracked and stored, and a `sweep:` block
-with the product's axes (`synthetic_ratio`, `mask_fraction`, `augmentation`, `backbone`,
-`seed`). Each axis is a fixed value, a grid (a YAML list) or a distribution
+with the product's axes (`synthetic_ratio`, `mask_fraction`, `mask_region`, `augmentation`,
+`backbone`, `seed`) and, for inpainting, a `saliency:` block (which classifier and CAM pick the
+pixels). Each axis is a fixed value, a grid (a YAML list) or a distribution
 (`{choice: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{randint: [lo, hi]}`).
 
 Every problem becomes a `UserError` with one line that names the key, the value and the fix.
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from raysweep.errors import UserError
 
-AXES = ("synthetic_ratio", "mask_fraction", "augmentation", "backbone", "seed")
+AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "augmentation", "backbone", "seed")
+MASK_REGIONS = ("background", "foreground", "random")  # raysweep.saliency.MASK_REGIONS
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 
 
@@ -145,6 +147,18 @@ class TuneSpec(_Strict):
     storage_path: str = ".raysweep/tune"
 
 
+class SaliencySpec(_Strict):
+    """The reference classifier and CAM that choose the pixels inpainting repaints (seed 000)."""
+
+    method: str = "gradcam"
+    backbone: str = "resnet10t"
+    epochs: int = Field(default=10, ge=1)
+    input_size: int = Field(default=32, ge=8)
+    target_layer: str | None = None
+    smoothing: float = Field(default=0.0, ge=0)
+    seed: int = 0
+
+
 class TrackingSpec(_Strict):
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -157,6 +171,7 @@ class StoreSpec(_Strict):
 class SweepSpec(_Strict):
     synthetic_ratio: Any = 0.0
     mask_fraction: Any = 0.0
+    mask_region: Any = "background"
     augmentation: Any = "none"
     backbone: Any = "resnet18"
     seed: Any = 0
@@ -177,6 +192,7 @@ class Spec(_Strict):
     tune: TuneSpec = Field(default_factory=TuneSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
+    saliency: SaliencySpec = Field(default_factory=SaliencySpec)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
 
     @field_validator("name")
@@ -191,8 +207,17 @@ class Spec(_Strict):
         axes = {name: self.sweep.axis(name) for name in AXES}
         _check_numbers("synthetic_ratio", axes["synthetic_ratio"], low=0.0, high=None)
         _check_numbers("mask_fraction", axes["mask_fraction"], low=0.0, high=1.0)
+        if any(float(v) >= 1.0 for v in axes["mask_fraction"].candidates()):
+            raise UserError(f"sweep.mask_fraction: {axes['mask_fraction'].max_value:g} would repaint "
+                            f"the whole image; use values in [0, 1)")
+        for value in axes["mask_region"].candidates():
+            if value not in MASK_REGIONS:
+                raise UserError(f"sweep.mask_region: unknown region {value!r}; "
+                                f"known: {', '.join(MASK_REGIONS)}")
+        if axes["mask_region"].kind in ("uniform", "loguniform", "randint"):
+            raise UserError("sweep.mask_region: a region is a name; give a list or {choice: [...]}")
         _check_numbers("seed", axes["seed"], low=0, high=None, integer=True)
-        for name in ("augmentation", "backbone"):
+        for name in ("augmentation", "backbone", "mask_region"):
             for value in axes[name].candidates():
                 if not isinstance(value, str):
                     raise UserError(f"sweep.{name}: {value!r} is not a name; give a string")

@@ -15,9 +15,11 @@ from ray import tune
 from mlflow.tracking import MlflowClient
 
 from raysweep.figures import sample_grid
-from raysweep.plan import Plan, search_and_scheduler
+from raysweep.plan import Plan, describe_pool, reference_options, search_and_scheduler
+from raysweep.reference_classifier import ensure_reference_classifier
 from raysweep.spec import spec_to_yaml
 from raysweep.synthesis.actors import start_synthesis
+from raysweep.synthesis.inpaint import Masking
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.tracking import MLflowTrialCallback, end_run, log_params, start_parent_run
 from raysweep.trial import train_fn
@@ -46,30 +48,53 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
     """
     spec, synthesis = plan.spec, plan.spec.synthesis
     names, services, actors, costs = {}, {}, [], {}
+    masking = prepare_masking(plan, store, costs)
     for name, options in plan.generators.items():
         start = time.perf_counter()
+        source = plan.sources[name]
         names[name] = f"raysweep-synthesis-{sweep_id}-{name}"
         services[name], handles, first = start_synthesis(
-            name, options, plan.splits.train, spec.generator.seed, store,
-            [p.seed for p in plan.pools if p.generator == name], actors=synthesis.actors,
+            source.generator, options, plan.splits.train, spec.generator.seed, store,
+            [p.pool_id for p in plan.pools if p.generator == name], actors=synthesis.actors,
             cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
-            chunk_size=synthesis.chunk_size, service_name=names[name], log=log)
+            chunk_size=synthesis.chunk_size, service_name=names[name], log=log,
+            masking=masking if source.inpaint else None)
         actors += handles
         costs[f"{name}_fit_seconds"] = first["fit_seconds"]
         costs[f"{name}_reused"] = float(first["reused"])
         costs[f"{name}_load_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count) for p in plan.pools])
+    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count, p.mask_fraction,
+                                                            p.mask_region) for p in plan.pools])
     for request, status in zip(plan.pools, statuses):
-        log(f"pool {status['key']} ({request.generator}, seed {request.seed}): {status['count']} "
+        log(f"pool {status['key']} ({request.generator}, {describe_pool(request)}): "
+            f"{status['count']} "
             f"images ({status['generated']} generated, {status['reused']} reused) "
             f"in {status['seconds']:.0f}s")
     costs["generator_fit_seconds"] = sum(v for k, v in costs.items() if k.endswith("_fit_seconds"))
     costs["generator_reused"] = float(all(costs[f"{n}_reused"] for n in plan.generators))
     costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
     costs["synthetic_generation_seconds"] = time.perf_counter() - start
-    pools = {(p.generator, p.seed): s["key"] for p, s in zip(plan.pools, statuses)}
+    pools = {(p.generator, p.pool_id): s["key"] for p, s in zip(plan.pools, statuses)}
     return names, services, actors, pools, costs
+
+
+def prepare_masking(plan: Plan, store: SyntheticStore, costs: dict) -> Masking | None:
+    """Train (or load) the reference classifier once, here, before inpainting actors load it;
+    its accuracy goes on the parent run (a saliency map is only as good as its classifier)."""
+    if not any(source.inpaint for source in plan.sources.values()):
+        return None
+    saliency, splits = plan.spec.saliency, plan.splits
+    options = reference_options(plan.spec)
+    reference = ensure_reference_classifier(store, splits.train, options, saliency.seed,
+                                            val=splits.val, test=splits.test, log=log)
+    log(f"reference classifier {reference.key}: val accuracy {reference.val_accuracy:.3f}, "
+        f"test accuracy {reference.test_accuracy:.3f}")
+    costs.update({"saliency_val_accuracy": reference.val_accuracy,
+                  "saliency_test_accuracy": reference.test_accuracy,
+                  "saliency_fit_seconds": reference.fit_seconds})
+    return Masking(options, saliency.seed, reference.key, saliency.method, saliency.target_layer,
+                   saliency.smoothing)
 
 
 def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
@@ -159,8 +184,10 @@ def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,
     class_names = list(plan.splits.train.class_names)
     single = len(plan.generators) == 1
     with tempfile.TemporaryDirectory() as directory:
-        for (generator, seed), key in pools.items():
+        for (generator, pool_id), key in pools.items():
             images = store.read(key, min(store.count(key), 8 * len(class_names)))
+            seed = pool_id if isinstance(pool_id, int) else \
+                "{}_{}{:g}".format(pool_id[0], pool_id[2], pool_id[1])
             name = f"synthetic_samples_seed{seed}.png" if single else \
                 f"synthetic_samples_{generator}_seed{seed}.png"
             path = sample_grid(images.images, images.labels, class_names, Path(directory) / name,

@@ -27,8 +27,8 @@ from raysweep.backbones import create_backbone
 from raysweep.compose import compose, synthetic_count
 from raysweep.data import create_dataset, split_dataset
 from raysweep.evaluation import classification_metrics, confusion, predict_probabilities
-from raysweep.figures import confusion_matrix_figure, sample_grid
-from raysweep.synthesis.kinds import split_augmentation, trial_generator
+from raysweep.figures import confusion_matrix_figure, inpaint_gallery, sample_grid
+from raysweep.synthesis.kinds import split_augmentation, trial_source
 from raysweep.synthesis.store import SyntheticStore
 
 
@@ -74,11 +74,14 @@ def train_fn(config: dict, context: dict) -> None:
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
     synthesis = {"generated": 0, "reused": 0}
+    pool = None
     if n_synthetic:
         # The service extends the pool if it is short (one generation even if trials race).
-        generator = trial_generator(config["augmentation"], context["default_generator"])
-        service = ray.get_actor(context["services"][generator])
-        synthesis = ray.get(service.ensure.remote(seed, n_synthetic))
+        source = trial_source(config["augmentation"], context["default_generator"])
+        service = ray.get_actor(context["services"][source.name])
+        mask = (float(config["mask_fraction"]), str(config["mask_region"])) if source.inpaint \
+            else ()
+        synthesis = ray.get(service.ensure.remote(seed, n_synthetic, *mask))
         pool = SyntheticStore(context["store_root"]).read(synthesis["key"], n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
@@ -162,14 +165,14 @@ def train_fn(config: dict, context: dict) -> None:
                 metrics.update(_final_evaluation(model, x_test, splits, flips, training,
                                                  synthetic_images[:n_synthetic],
                                                  synthetic_labels[:n_synthetic],
-                                                 Path(directory) / "artifacts"))
+                                                 Path(directory) / "artifacts", pool))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         if stopped_early:
             break
 
 
 def _final_evaluation(model, x_test, splits, flips, training, synthetic_images, synthetic_labels,
-                      artifacts: Path) -> dict:
+                      artifacts: Path, pool=None) -> dict:
     """Test metrics (plain and with TTA, seed 000) and the trial's artifacts."""
     artifacts.mkdir()
     model.eval()
@@ -187,5 +190,9 @@ def _final_evaluation(model, x_test, splits, flips, training, synthetic_images, 
     if len(synthetic_labels):
         sample_grid(synthetic_images, synthetic_labels, class_names,
                     artifacts / "synthetic_samples.png", title="synthetic images this trial used")
+    if pool is not None and pool.sources is not None:
+        inpaint_gallery(splits.train.images[pool.sources], pool.saliency, pool.masks, pool.images,
+                        pool.labels, class_names, artifacts / "inpaint_gallery.png",
+                        title=f"repainted {pool.masks.mean():.0%} of each image")
     (artifacts / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -24,7 +24,7 @@ class GeneratorActor:
     """Holds one trained generator in memory; `generate` turns (labels, seeds) into images."""
 
     def __init__(self, name: str, options: dict, train: ImageDataset, fit_seed: int,
-                 store_root: str, threads: int, gpu_fraction: float):
+                 store_root: str, threads: int, gpu_fraction: float, masking=None):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -34,6 +34,13 @@ class GeneratorActor:
         self.trained = ensure_generator(SyntheticStore(store_root), name, options, train, fit_seed,
                                         log=lambda message: print(f"[raysweep] {message}",
                                                                   flush=True))
+        # An inpainting source also loads the reference classifier, once, for its masks.
+        self.repainter = None
+        if masking is not None:
+            from raysweep.synthesis.inpaint import Repainter
+
+            self.repainter = Repainter(self.trained.generator, train, masking,
+                                       SyntheticStore(store_root))
         self.load_seconds = time.perf_counter() - start
         self.images_generated = 0
         self.generate_seconds = 0.0
@@ -44,6 +51,7 @@ class GeneratorActor:
                 "weights_sha256": self.trained.weights_sha256, "reused": self.trained.reused,
                 "fit_seconds": self.trained.fit_seconds, "load_seconds": self.load_seconds,
                 "images_generated": self.images_generated,
+                "inpaint_config": getattr(self.trained.generator, "inpaint_config", dict)(),
                 "generate_seconds": self.generate_seconds}
 
     def generate(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -51,6 +59,14 @@ class GeneratorActor:
         images = self.trained.generator.sample(labels, seeds)
         self.generate_seconds += time.perf_counter() - start
         self.images_generated += len(labels)
+        return images
+
+    def repaint(self, sources: np.ndarray, seeds: np.ndarray, fraction: float, region: str):
+        """Pool images (with provenance) repainting these training images' masks."""
+        start = time.perf_counter()
+        images = self.repainter.repaint(sources, seeds, fraction, region)
+        self.generate_seconds += time.perf_counter() - start
+        self.images_generated += len(seeds)
         return images
 
 
@@ -64,62 +80,88 @@ class SynthesisService:
     are appended in pool order, so the store only ever holds a complete prefix.
     """
 
-    def __init__(self, store_root: str, actors: list, pools: dict[int, tuple[str, dict]],
-                 num_classes: int, chunk_size: int):
+    def __init__(self, store_root: str, actors: list, pools: dict, num_classes: int,
+                 chunk_size: int, train_labels: np.ndarray | None = None):
         import asyncio
 
         self.store = SyntheticStore(store_root)
         self.actors = actors
-        self.pools = {int(seed): value for seed, value in pools.items()}
+        # Pool ids: a seed, or (seed, mask_fraction, mask_region) for inpainted pools.
+        self.pools = {_pool_id(pool): value for pool, value in pools.items()}
+        self.train_labels = train_labels
         self.num_classes = num_classes
         self.chunk_size = chunk_size
         self.locks = {seed: asyncio.Lock() for seed in self.pools}
         self.generated = {seed: 0 for seed in self.pools}
         self.log: list[str] = []
 
-    async def ensure(self, seed: int, count: int) -> dict:
-        """Make pool `seed` hold >= count images; say how many this call generated."""
+    async def ensure(self, seed: int, count: int, mask_fraction: float | None = None,
+                     mask_region: str | None = None) -> dict:
+        """Make pool `seed` (inpainted: with this mask) hold >= count images; say how many this
+        call generated."""
         import asyncio
 
         from raysweep.synthesis.service import open_pool, pool_order
         from raysweep.synthesis.store import PoolImages
 
-        key, meta = self.pools[int(seed)]
-        async with self.locks[int(seed)]:
+        from raysweep.synthesis.inpaint import inpaint_order
+
+        pool = _pool_id(seed if mask_fraction is None else (seed, mask_fraction, mask_region))
+        key, meta = self.pools[pool]
+        async with self.locks[pool]:
             start_time = time.perf_counter()
             have = open_pool(self.store, key, meta, self.log.append)
             starts = list(range(have, count, self.chunk_size))
             wave = 2 * len(self.actors)  # bounded memory: a few chunks per actor in flight
             for first in range(0, len(starts), wave):
                 chunks = [(s, min(s + self.chunk_size, count)) for s in starts[first:first + wave]]
-                orders = [pool_order(self.num_classes, int(seed), a, b) for a, b in chunks]
-                refs = [self.actors[i % len(self.actors)].generate.remote(*order)
-                        for i, order in enumerate(orders)]
-                results = await asyncio.gather(*refs)
-                for (labels, seeds), images in zip(orders, results):
-                    self.store.append(key, PoolImages(images, labels, seeds))
+                if mask_fraction is None:
+                    orders = [pool_order(self.num_classes, int(seed), a, b) for a, b in chunks]
+                    refs = [self.actors[i % len(self.actors)].generate.remote(*order)
+                            for i, order in enumerate(orders)]
+                    results = [PoolImages(images, *order)
+                               for order, images in zip(orders, await asyncio.gather(*refs))]
+                else:
+                    orders = [inpaint_order(self.train_labels, int(seed), a, b) for a, b in chunks]
+                    results = await asyncio.gather(*[
+                        self.actors[i % len(self.actors)].repaint.remote(
+                            sources, seeds, float(mask_fraction), mask_region)
+                        for i, (sources, _labels, seeds) in enumerate(orders)])
+                for images in results:
+                    self.store.append(key, images)
             generated = max(0, count - have)
-            self.generated[int(seed)] += generated
+            self.generated[pool] += generated
             return {"key": key, "count": max(count, have), "generated": generated,
                     "reused": min(count, have), "seconds": time.perf_counter() - start_time}
 
     def stats(self) -> dict:
-        return {"generated": dict(self.generated), "log": list(self.log)}
+        return {"generated": {str(k): v for k, v in self.generated.items()},
+                "log": list(self.log)}
+
+
+def _pool_id(pool) -> int | tuple:
+    """A hashable, normalised pool id: a seed, or (seed, fraction, region)."""
+    if isinstance(pool, (tuple, list)):
+        return int(pool[0]), float(pool[1]), str(pool[2])
+    return int(pool)
 
 
 def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int,
-                    store: SyntheticStore, seeds: list[int], *, actors: int, cpus_per_actor: float,
+                    store: SyntheticStore, seeds: list, *, actors: int, cpus_per_actor: float,
                     gpus_per_actor: float, chunk_size: int, service_name: str,
-                    log=print) -> tuple[object, list, dict]:
+                    log=print, masking=None) -> tuple[object, list, dict]:
     """Start the generator actors (the first trains or loads, the rest load) and the service.
 
-    Returns the service handle, the actor handles and the first actor's info.
+    `seeds` are pool ids: seeds, or (seed, mask_fraction, mask_region) when `masking` (a
+    `Masking`) makes this an inpainting source. Returns the service handle, the actor handles
+    and the first actor's info.
     """
     from raysweep.synthesis.service import pool_key, pool_meta
 
     threads = int(cpus_per_actor) if cpus_per_actor >= 1 else max(1, (os.cpu_count() or 1) // actors)
     make = GeneratorActor.options(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
-    arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor)
+    arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor,
+                 masking)
     # The first actor trains (or loads) alone, so the others find the weights in the store.
     handles = [make.remote(*arguments)]
     first = ray.get(handles[0].info.remote())
@@ -129,8 +171,17 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
         f"{gpus_per_actor:g} GPU each")
     pools = {}
     for seed in seeds:
+        if masking is not None:
+            from raysweep.synthesis.inpaint import inpaint_pool_fields, inpaint_pool_key
+
+            fields = inpaint_pool_fields(name, first["generator_key"], first["weights_sha256"],
+                                         first["inpaint_config"], masking, train.fingerprint(),
+                                         *seed)
+            pools[seed] = (inpaint_pool_key(fields), fields)
+            continue
         fields = (name, first["generator_key"], first["weights_sha256"], train.num_classes, seed)
         pools[seed] = (pool_key(*fields), pool_meta(*fields))
     service = SynthesisService.options(name=service_name).remote(
-        str(store.root), handles, pools, train.num_classes, chunk_size)
+        str(store.root), handles, pools, train.num_classes, chunk_size,
+        train.labels if masking is not None else None)
     return service, handles, first

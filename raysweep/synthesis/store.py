@@ -34,6 +34,8 @@ from raysweep.synthesis.backends import create_backend
 
 MANIFEST = "manifest.json"
 META = "meta.json"
+# Optional per-image arrays of inpainted pools (see PoolImages).
+_PROVENANCE = ("sources", "masks", "saliency")
 
 
 class CorruptPool(RuntimeError):
@@ -48,11 +50,19 @@ def content_key(fields: dict) -> str:
 
 @dataclass(frozen=True)
 class PoolImages:
-    """A slice of a pool: uint8 images (N,H,W,C), their labels and their per-image seeds."""
+    """A slice of a pool: uint8 images (N,H,W,C), their labels and their per-image seeds.
+
+    Inpainted pools also record provenance: `sources` (the index of each image's real source
+    in the training split), `masks` (bool (N,H,W), True = repainted) and `saliency` (the
+    source's saliency map as uint8 (N,H,W)); None in class-conditional pools.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     seeds: np.ndarray
+    sources: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    saliency: np.ndarray | None = None
 
 
 class SyntheticStore:
@@ -170,7 +180,10 @@ class SyntheticStore:
         index = len(manifest["shards"])
         name = f"shard-{index:05d}.npz"
         buffer = io.BytesIO()
-        np.savez(buffer, images=images.images, labels=images.labels, seeds=images.seeds)
+        provenance = {name: value for name in _PROVENANCE
+                      if (value := getattr(images, name)) is not None}
+        np.savez(buffer, images=images.images, labels=images.labels, seeds=images.seeds,
+                 **provenance)
         data = buffer.getvalue()
         self.backend.write_bytes(f"pools/{key}/{name}", data)
         manifest["shards"].append({"file": name, "start": manifest["count"],
@@ -194,9 +207,11 @@ class SyntheticStore:
         if not parts:
             return PoolImages(np.zeros((0,), np.uint8), np.zeros((0,), np.int64),
                               np.zeros((0,), np.int64))
+        provenance = {name: np.concatenate([getattr(p, name) for p in parts])[:n]
+                      for name in _PROVENANCE if all(getattr(p, name) is not None for p in parts)}
         return PoolImages(np.concatenate([p.images for p in parts])[:n],
                           np.concatenate([p.labels for p in parts])[:n],
-                          np.concatenate([p.seeds for p in parts])[:n])
+                          np.concatenate([p.seeds for p in parts])[:n], **provenance)
 
     def verify(self, key: str) -> list[str]:
         """Problems found in a pool (empty when every shard matches its checksum)."""
@@ -237,7 +252,8 @@ class SyntheticStore:
         if hashlib.sha256(data).hexdigest() != shard["sha256"]:
             raise CorruptPool(f"pool {key}: {shard['file']} does not match its checksum")
         with np.load(io.BytesIO(data)) as arrays:
-            return PoolImages(arrays["images"], arrays["labels"], arrays["seeds"])
+            return PoolImages(arrays["images"], arrays["labels"], arrays["seeds"],
+                              **{name: arrays[name] for name in _PROVENANCE if name in arrays})
 
 
 def _keys_with_meta(paths: list[str]) -> list[str]:
