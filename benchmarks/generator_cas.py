@@ -11,7 +11,8 @@ recipe three times and tests each on the real test split (1,000 images):
 Every figure printed is what this run measured; wall-clock numbers depend on the machine and
 on what else runs on it, so the load average and thread count are printed too.
 
-    python benchmarks/generator_cas.py                      # the generator's defaults
+    python benchmarks/generator_cas.py                      # the defaults for this device
+                                                            # (GPU defaults on CUDA)
     python benchmarks/generator_cas.py --steps 800 --set image_size=16 --set guidance_scale=3
     python benchmarks/generator_cas.py --smoke-test         # seconds, for CI: checks it runs
 """

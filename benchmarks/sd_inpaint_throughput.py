@@ -12,6 +12,11 @@ does not matter either), saves them with `save_pretrained` and runs raysweep's r
 channels-last, guidance 7.5 (two UNet forwards per step, batched together), the right half of
 each image repainted.
 
+In the same run, the same weights go through `StableDiffusionInpaintPipeline` as a user writes
+it (`from_pretrained` in fp16, `.to(device)`, DPM-Solver++ from the pipeline's config, one call
+per batch with a list of seeded generators, PIL images in and out), and each batch size prints
+raysweep's rate over that plain-diffusers rate.
+
 `--actors N` starts N processes that share the GPU the way generator actors do: each caps its
 memory at 0.95 / N of the GPU (`gpu_memory_fraction`, i.e.
 `torch.cuda.set_per_process_memory_fraction`), all start each timed section together, and the
@@ -179,6 +184,52 @@ def worker(rank: int, args: argparse.Namespace, config: dict, model_dir: str, ba
         barrier.wait()  # nobody warms up the next batch size while others are still timed
 
 
+def plain_diffusers_rate(args: argparse.Namespace, config: dict, model_dir: str,
+                         batch: int) -> float:
+    """Images/s of StableDiffusionInpaintPipeline written the plain way, same weights and
+    settings as the generator (warm-up call, then `repeats` timed calls)."""
+    import diffusers
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionInpaintPipeline
+    from packaging.version import Version
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=RuntimeWarning)  # random fp16 weights overflow
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    dtype_key = "dtype" if Version(diffusers.__version__).release >= (0, 40) else "torch_dtype"
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(model_dir, **{dtype_key: dtypes[args.dtype]})
+    pipe = pipe.to(args.device)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    size = config["size"]
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+              for _ in range(batch)]
+    mask = np.zeros((size, size), np.uint8)
+    mask[:, size // 2:] = 255
+    masks = [Image.fromarray(mask)] * batch
+
+    def call() -> None:
+        pipe(prompt=["a photo of a object"] * batch, image=images, mask_image=masks,
+             height=size, width=size, num_inference_steps=config["steps"], guidance_scale=7.5,
+             generator=[torch.Generator().manual_seed(i) for i in range(batch)])
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    call()
+    sync()
+    start = time.perf_counter()
+    for _ in range(config["repeats"]):
+        call()
+    sync()
+    rate = batch * config["repeats"] / (time.perf_counter() - start)
+    del pipe
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--actors", type=int, default=1, help="processes sharing the GPU")
@@ -240,6 +291,10 @@ def main() -> None:
         if args.actors > 1:
             for process in processes:
                 process.join()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the single actor ran in this process
+        plain = {batch: plain_diffusers_rate(args, config, model_dir, batch)
+                 for batch in config["batch_sizes"]}
     for batch in config["batch_sizes"]:
         mine = [row for row in rows if row[1] == batch]
         errors = [row[5] for row in mine if row[5]]
@@ -253,7 +308,8 @@ def main() -> None:
         memory = f"  peak memory/actor {max(row[4] for row in mine):5.1f} GiB" \
             if device.type == "cuda" else ""
         print(f"batch {batch:3d}  actors {args.actors}  {rate:8.2f} images/s  "
-              f"{fraction:6.1%} of the UNet compute ceiling{memory}")
+              f"{fraction:6.1%} of the UNet compute ceiling{memory}  plain diffusers "
+              f"{plain[batch]:8.2f} images/s  raysweep/diffusers {rate / plain[batch]:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 `build_plan` is the second half of validation: it checks every name against its registry
 (dataset, generator, augmentation, timm backbone), loads the real data (cheap) to size the
 synthetic pools, and turns the `sweep:` axes into Tune's search space. Nothing here trains.
+
+Each trial gets a typed `TrialPlan`. A searcher such as Optuna picks configs only at run time,
+so the sweep ships a `TrialPlanner` (small, picklable) whose `trial_plan(config)` resolves the
+config the same way wherever it runs: in the trial, and in the tracking callback on the driver.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -18,13 +23,12 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from raysweep.augment import TTA_TRANSFORMS, check_augmentation
 from raysweep.backbones import check_backbone
 from raysweep.compose import synthetic_count
-from raysweep.data import DataSplits
+from raysweep.data import DataSplits, load_splits
 from raysweep.errors import UserError
 from raysweep.generators import create_generator, list_generators
 from raysweep.spec import Axis, Spec
 from raysweep.synthesis.kinds import SynthesisSource, split_augmentation, trial_source
 from raysweep.synthesis.store import SyntheticStore
-from raysweep.trial import load_splits
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,90 @@ class PoolRequest:
         return self.seed, self.mask_fraction, self.mask_region
 
 
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything one trial needs, resolved from its config once.
+
+    Args:
+        swept: the trial's config (the swept axes, as the search algorithm chose them).
+        backbone: timm model name.
+        online_augmentation: the online part of `augmentation` (`none` when empty).
+        synthetic_ratio: synthetic images per real training image.
+        seed: the trial's seed (model init, batches, augmentation, its pool).
+        generator: the synthesis source whose pool it reads (`ddpm`, `inpaint-ddpm`, `blur`,
+            ...; see `SynthesisSource.name`); None when it reads no synthetic image.
+        service: the Ray actor name of the synthesis service for `generator`.
+        mask_fraction, mask_region: the mask of its inpainted pool; None for a
+            class-conditional source or no synthetic images.
+        n_synthetic: how many pool images it reads (a prefix of the pool).
+        device: the device it asks for (`cuda` when the sweep gives trials GPUs).
+        gpu_memory_fraction: the trial's share of its GPU's memory when it shares the GPU
+            (`tune.gpus_per_trial` below 1), else None.
+        dataset, training: the spec's blocks, as dicts.
+        synthesis_mode: `add`, `replace` or `only`.
+        store_root: the synthetic store (local path or s3:// URI).
+        metric, mode: what early stopping and Tune watch.
+    """
+
+    swept: dict[str, Any]
+    backbone: str
+    online_augmentation: str
+    synthetic_ratio: float
+    seed: int
+    generator: str | None
+    service: str | None
+    n_synthetic: int
+    mask_fraction: float | None
+    mask_region: str | None
+    device: str
+    gpu_memory_fraction: float | None
+    dataset: dict
+    training: dict
+    synthesis_mode: str
+    store_root: str
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class TrialPlanner:
+    """Resolves a trial's config into its `TrialPlan`; the sweep-wide part is fixed here."""
+
+    default_generator: str
+    services: dict[str, str]
+    n_real: int
+    gpus_per_trial: float
+    dataset: dict
+    training: dict
+    synthesis_mode: str
+    store_root: str
+    metric: str
+    mode: str
+
+    def trial_plan(self, config: dict) -> TrialPlan:
+        ratio = float(config["synthetic_ratio"])
+        online = split_augmentation(config["augmentation"])[1]
+        n_synthetic = synthetic_count(ratio, self.synthesis_mode, self.n_real)
+        source = trial_source(config["augmentation"], self.default_generator)
+        generator = source.name if n_synthetic else None
+        masked = bool(n_synthetic) and source.inpaint
+        return TrialPlan(
+            swept=dict(config), backbone=str(config["backbone"]), online_augmentation=online,
+            synthetic_ratio=ratio, seed=int(config["seed"]), generator=generator,
+            service=self.services.get(generator), n_synthetic=n_synthetic,
+            mask_fraction=float(config["mask_fraction"]) if masked else None,
+            mask_region=str(config["mask_region"]) if masked else None,
+            device="cuda" if self.gpus_per_trial > 0 else "cpu",
+            gpu_memory_fraction=self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else None,
+            dataset=self.dataset, training=self.training, synthesis_mode=self.synthesis_mode,
+            store_root=self.store_root, metric=self.metric, mode=self.mode)
+
+
+def service_name(sweep_id: str, generator: str) -> str:
+    """The Ray actor name of the synthesis service that serves `generator` in this sweep."""
+    return f"raysweep-synthesis-{sweep_id}-{generator}"
+
+
 @dataclass
 class Plan:
     spec: Spec
@@ -58,6 +146,19 @@ class Plan:
     generators: dict[str, dict] = field(default_factory=dict)
     fixed_params: dict = field(default_factory=dict)
     sources: dict[str, SynthesisSource] = field(default_factory=dict)
+
+    def trial_planner(self, sweep_id: str, store_root: str) -> TrialPlanner:
+        """The per-trial resolver for this sweep: its services are named after `sweep_id`,
+        `store_root` is the store's resolved root (Tune moves trials to their own folders)."""
+        spec = self.spec
+        return TrialPlanner(
+            default_generator=spec.generator.name,
+            services={name: service_name(sweep_id, name) for name in self.generators},
+            n_real=len(self.splits.train),
+            gpus_per_trial=spec.tune.gpus_per_trial,
+            dataset=spec.dataset.model_dump(), training=spec.training.model_dump(),
+            synthesis_mode=spec.synthesis.mode, store_root=store_root,
+            metric=spec.tune.metric, mode=spec.tune.mode)
 
     def summary(self) -> str:
         train, val, test = self.splits.train, self.splits.val, self.splits.test

@@ -15,7 +15,7 @@ from ray import tune
 from mlflow.tracking import MlflowClient
 
 from raysweep.figures import sample_grid
-from raysweep.plan import Plan, describe_pool, reference_options, search_and_scheduler
+from raysweep.plan import Plan, TrialPlanner, describe_pool, reference_options, search_and_scheduler
 from raysweep.reference_classifier import ensure_reference_classifier
 from raysweep.spec import spec_to_yaml
 from raysweep.synthesis.actors import start_synthesis
@@ -39,25 +39,25 @@ class SweepResult:
     seconds: float
 
 
-def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
-    """Start each generator's actors and synthesis service, and fill every pool the plan knows
-    it needs (all seeds at once, chunks spread over the actors).
+def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
+    """Start each generator's actors and synthesis service (under the name the planner gives
+    trials), and fill every pool the plan knows it needs (all seeds at once, chunks spread over
+    the actors).
 
-    Returns {generator: service name}, {generator: service handle}, all actor handles,
-    {(generator, seed): pool key} and the costs to log on the parent run.
+    Returns {generator: service handle}, all actor handles, {(generator, seed): pool key} and
+    the costs to log on the parent run.
     """
     spec, synthesis = plan.spec, plan.spec.synthesis
-    names, services, actors, costs = {}, {}, [], {}
+    services, actors, costs = {}, [], {}
     masking = prepare_masking(plan, store, costs)
     for name, options in plan.generators.items():
         start = time.perf_counter()
         source = plan.sources[name]
-        names[name] = f"raysweep-synthesis-{sweep_id}-{name}"
         services[name], handles, first = start_synthesis(
             source.generator, options, plan.splits.train, spec.generator.seed, store,
             [p.pool_id for p in plan.pools if p.generator == name], actors=synthesis.actors,
             cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
-            chunk_size=synthesis.chunk_size, service_name=names[name], log=log,
+            chunk_size=synthesis.chunk_size, service_name=planner.services[name], log=log,
             masking=masking if source.inpaint else None)
         actors += handles
         costs[f"{name}_fit_seconds"] = first["fit_seconds"]
@@ -76,7 +76,7 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, sweep_id: str):
     costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
     costs["synthetic_generation_seconds"] = time.perf_counter() - start
     pools = {(p.generator, p.pool_id): s["key"] for p, s in zip(plan.pools, statuses)}
-    return names, services, actors, pools, costs
+    return services, actors, pools, costs
 
 
 def prepare_masking(plan: Plan, store: SyntheticStore, costs: dict) -> Masking | None:
@@ -118,20 +118,17 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         if owns_ray:
             ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
                      include_dashboard=False)
-        service_names, services, actors, pools = {}, {}, [], {}
+        planner = plan.trial_planner(sweep_id, str(store.root))
+        services, actors, pools = {}, [], {}
         if plan.pools:
-            service_names, services, actors, pools, costs = prepare_synthetic(plan, store, sweep_id)
+            services, actors, pools, costs = prepare_synthetic(plan, store, planner)
             for key, value in costs.items():
                 client.log_metric(parent_run_id, key, value)
             _log_pool_grids(client, parent_run_id, store, pools, plan)
-        context = {"services": service_names, "default_generator": spec.generator.name,
-                   "dataset": spec.dataset.model_dump(), "training": spec.training.model_dump(),
-                   "synthesis_mode": spec.synthesis.mode, "store_root": str(store.root),
-                   "metric": spec.tune.metric, "mode": spec.tune.mode}
-        trainable = tune.with_resources(tune.with_parameters(train_fn, context=context),
+        trainable = tune.with_resources(tune.with_parameters(train_fn, planner=planner),
                                         plan.resources)
         callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
-                                       plan.fixed_params, spec.generator.name)
+                                       plan.fixed_params, planner)
         search, scheduler = search_and_scheduler(spec)
         tuner = tune.Tuner(
             trainable,

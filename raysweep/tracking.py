@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from raysweep.synthesis.kinds import trial_generator
+from raysweep.plan import TrialPlanner
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_TAG = "raysweep.trial_id"
@@ -56,13 +56,13 @@ class MLflowTrialCallback(Callback):
     """Mirrors each Tune trial into a nested MLflow run: params, per-epoch metrics, artifacts."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str,
-                 fixed_params: dict, default_generator: str):
+                 fixed_params: dict, planner: TrialPlanner):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
         self.fixed_params = fixed_params
-        self.default_generator = default_generator
+        self.planner = planner
         self.run_ids: dict[str, str] = {}
 
     @property
@@ -91,8 +91,7 @@ class MLflowTrialCallback(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
         config = trial.config
-        generator = "none" if float(config["synthetic_ratio"]) == 0 else \
-            trial_generator(config["augmentation"], self.default_generator)
+        generator = self.planner.trial_plan(config).generator or "none"
         log_params(self.client, run_id, {**self.fixed_params, **config, "generator": generator})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

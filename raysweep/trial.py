@@ -1,198 +1,88 @@
-"""The Tune trainable: one trial trains one timm backbone on real + synthetic data.
+"""The Tune trainable: resolve the trial's plan, fetch its synthetic images, run the loop.
 
-`train_fn(config, context)` is thin on purpose: it calls the data, store, augmentation and
-timm factories, trains with AdamW and a cosine schedule, and reports validation metrics every
-epoch through `tune.report` (with a checkpoint, so a trial resumes where it stopped). The last
-report adds test metrics, what the trial cost, and an `artifacts/` folder in its checkpoint
-(confusion matrix, the synthetic images it used) that the tracking callback logs to MLflow.
+`train_fn(config, planner)` is thin on purpose. The plan says which generator's pool and how
+many of its images the trial reads; the synthesis service makes sure they exist; the training
+loop (`raysweep.training`, no Ray) trains on the device Ray gave the trial. Each epoch goes to
+`tune.report` with a checkpoint, so a trial resumes where it stopped; the last one adds an
+`artifacts/` folder (confusion matrix, the synthetic images used, and for inpainting trials a
+gallery original | saliency | mask | repainted) that tracking logs to MLflow.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import random
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import ray
 import torch
-import torch.nn.functional as F
 from ray import tune
 
-from raysweep.augment import TestTimeAugmentation, create_augmentation, soft_cross_entropy
-from raysweep.backbones import create_backbone
-from raysweep.compose import compose, synthetic_count
-from raysweep.data import create_dataset, split_dataset
-from raysweep.evaluation import classification_metrics, confusion, predict_probabilities
-from raysweep.figures import confusion_matrix_figure, inpaint_gallery, sample_grid
-from raysweep.synthesis.kinds import split_augmentation, trial_source
+from raysweep.compose import compose
+from raysweep.data import load_splits
+from raysweep.devices import cap_gpu_memory, explain_out_of_memory
+from raysweep.figures import inpaint_gallery
+from raysweep.plan import TrialPlanner
 from raysweep.synthesis.store import SyntheticStore
+from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
+from raysweep.training.artifacts import write_trial_artifacts
 
 
-def load_splits(dataset: dict):
-    """The real train/val/test splits a spec's `dataset` block names (deterministic)."""
-    full = create_dataset(dataset["name"], **dataset["options"])
-    return split_dataset(full, val_fraction=dataset["val_fraction"],
-                         test_fraction=dataset["test_fraction"],
-                         per_class=dataset["per_class"], seed=dataset["split_seed"])
+def train_fn(config: dict, planner: TrialPlanner) -> None:
+    """Tune trainable. `config` holds the swept axes; `planner` resolves them."""
+    plan = planner.trial_plan(config)
 
-
-def to_tensor(images: np.ndarray, size: int | None) -> torch.Tensor:
-    """uint8 (N,H,W,C) -> float (N,C,size,size) in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-    if size is not None and x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    return (x - 0.5) / 0.5
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def train_fn(config: dict, context: dict) -> None:
-    """Tune trainable. `config` holds the swept axes; `context` the resolved, fixed settings."""
-    # 1. Settle the process: threads and seeds.
-    training = context["training"]
-    torch.set_num_threads(training["threads"])
-    seed = int(config["seed"])
-    seed_everything(seed)
-
-    # 2. Real splits, plus the synthetic prefix this ratio asks for.
-    splits = load_splits(context["dataset"])
-    train, num_classes = splits.train, splits.train.num_classes
-    ratio, mode = float(config["synthetic_ratio"]), context["synthesis_mode"]
-    n_synthetic = synthetic_count(ratio, mode, len(train))
+    # 1. Real splits, plus the synthetic prefix this trial reads.
+    splits = load_splits(plan.dataset)
+    train = splits.train
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
     synthesis = {"generated": 0, "reused": 0}
     pool = None
-    if n_synthetic:
-        # The service extends the pool if it is short (one generation even if trials race).
-        source = trial_source(config["augmentation"], context["default_generator"])
-        service = ray.get_actor(context["services"][source.name])
-        mask = (float(config["mask_fraction"]), str(config["mask_region"])) if source.inpaint \
-            else ()
-        synthesis = ray.get(service.ensure.remote(seed, n_synthetic, *mask))
-        pool = SyntheticStore(context["store_root"]).read(synthesis["key"], n_synthetic)
+    if plan.n_synthetic:
+        # The service extends the pool if it is short (one generation even if trials race);
+        # an inpainting trial's pool is also named by its mask.
+        service = ray.get_actor(plan.service)
+        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic,
+                                                  plan.mask_fraction, plan.mask_region))
+        pool = SyntheticStore(plan.store_root).read(synthesis["key"], plan.n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
-                                           synthetic_labels, ratio, mode, seed)
-    size = training["input_size"]
-    x_train, y_train = to_tensor(images, size), torch.from_numpy(labels)
-    x_val, x_test = to_tensor(splits.val.images, size), to_tensor(splits.test.images, size)
+                                           synthetic_labels, plan.synthetic_ratio,
+                                           plan.synthesis_mode, plan.seed)
+    cost = {"synthetic_images_generated_for_trial": int(synthesis["generated"]),
+            "synthetic_images_reused": int(synthesis["reused"])}
 
-    # 3. Model, augmentation, optimiser, schedule (timm and kornia factories).
-    model = create_backbone(config["backbone"], num_classes=num_classes, in_chans=train.channels,
-                            input_size=size, pretrained=training["pretrained"])
-    flips = not train.flips_change_label
-    augmentation = create_augmentation(split_augmentation(config["augmentation"])[1],
-                                       num_classes=num_classes,
-                                       flips=flips, params=training["augmentation_params"])
-    # Warm-up epochs (seed 000) train on the real rows only; the schedule counts every step.
-    real_rows = torch.from_numpy(np.flatnonzero(~is_synthetic))
-    all_rows = torch.arange(len(y_train))
-    warmup, batch_size = training["warmup_epochs"], training["batch_size"]
-    real_steps, all_steps = (math.ceil(len(rows) / batch_size) for rows in (real_rows, all_rows))
-    total_steps = warmup * real_steps + (training["epochs"] - warmup) * all_steps
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"],
-                                  weight_decay=training["weight_decay"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=training["lr"],
-                                                   total_steps=total_steps, pct_start=0.15,
-                                                   anneal_strategy="cos")
-
-    # 4. Resume from Tune's checkpoint when the trial restarts.
-    first_epoch, train_seconds, best, since_best = 0, 0.0, -math.inf, 0
+    # 2. Resume from Tune's checkpoint when the trial restarts.
+    resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / "state.pt", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        first_epoch, train_seconds = state["epoch"], state["train_seconds"]
-        best, since_best = state["best"], state["since_best"]
-        torch.set_rng_state(state["rng"])
+            resume = torch.load(Path(directory) / "state.pt", map_location="cpu",
+                                weights_only=False)
 
-    # 5. Epochs: train, validate, report with a checkpoint; stop early when val stalls.
-    for epoch in range(first_epoch, training["epochs"]):
-        start = time.perf_counter()
-        model.train()
-        augmentation.train()
-        rows, n_steps = (real_rows, real_steps) if epoch < warmup else (all_rows, all_steps)
-        order = rows[torch.randperm(len(rows))]
-        losses = []
-        for step in range(n_steps):
-            index = order[step * batch_size:(step + 1) * batch_size]
-            batch, soft_targets = augmentation(x_train[index], y_train[index])
-            loss = soft_cross_entropy(model(normalize(batch)), soft_targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-        train_seconds += time.perf_counter() - start
-
-        model.eval()
-        val_probs = predict_probabilities(lambda x: model(normalize(x)), x_val)
-        metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                   **classification_metrics(splits.val.labels, val_probs, "val"),
-                   "train_seconds": train_seconds, "train_images": int(len(y_train)),
-                   "real_images_used": int((~is_synthetic).sum()),
-                   "synthetic_images_used": int(is_synthetic.sum()),
-                   "synthetic_images_generated_for_trial": int(synthesis["generated"]),
-                   "synthetic_images_reused": int(synthesis["reused"])}
-        score = metrics[context["metric"]] * (1 if context["mode"] == "max" else -1)
-        best, since_best = (score, 0) if score > best else (best, since_best + 1)
-        patience = training["early_stopping_patience"]
-        stopped_early = patience is not None and since_best >= patience
-        last = stopped_early or epoch + 1 == training["epochs"]
+    def report(metrics: dict, state: dict, final: FinalEvaluation | None) -> None:
         with tempfile.TemporaryDirectory() as directory:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "epoch": epoch + 1,
-                        "train_seconds": train_seconds, "rng": torch.get_rng_state(),
-                        "best": best, "since_best": since_best}, Path(directory) / "state.pt")
-            if last:
-                metrics["stopped_early"] = float(stopped_early)
-                metrics.update(_final_evaluation(model, x_test, splits, flips, training,
-                                                 synthetic_images[:n_synthetic],
-                                                 synthetic_labels[:n_synthetic],
-                                                 Path(directory) / "artifacts", pool))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        if stopped_early:
-            break
+            torch.save(state, Path(directory) / "state.pt")
+            if final is not None:
+                write_trial_artifacts(Path(directory) / "artifacts", final, metrics, splits,
+                                      synthetic_images, synthetic_labels)
+                if pool is not None and pool.sources is not None:
+                    inpaint_gallery(train.images[pool.sources], pool.saliency, pool.masks,
+                                    pool.images, pool.labels, list(train.class_names),
+                                    Path(directory) / "artifacts" / "inpaint_gallery.png",
+                                    title=f"{plan.mask_region} {plan.mask_fraction:g}: original "
+                                          f"| saliency | mask | repainted")
+            tune.report({**metrics, **cost}, checkpoint=tune.Checkpoint.from_directory(directory))
 
-
-def _final_evaluation(model, x_test, splits, flips, training, synthetic_images, synthetic_labels,
-                      artifacts: Path, pool=None) -> dict:
-    """Test metrics (plain and with TTA, seed 000) and the trial's artifacts."""
-    artifacts.mkdir()
-    model.eval()
-    classify = lambda x: model(normalize(x))  # noqa: E731 - TTA views are made before normalising
-    test_probs = predict_probabilities(classify, x_test)
-    tta = TestTimeAugmentation(transforms=training["tta"]["transforms"],
-                               reduce=training["tta"]["reduce"], flips=flips)
-    tta_probs = predict_probabilities(classify, x_test, tta=tta)
-    metrics = {**classification_metrics(splits.test.labels, test_probs, "test"),
-               **classification_metrics(splits.test.labels, tta_probs, "test_tta")}
-    class_names = list(splits.train.class_names)
-    matrix = confusion(splits.test.labels, test_probs, len(class_names))
-    confusion_matrix_figure(matrix, class_names, artifacts / "confusion_matrix.png",
-                            title=f"test accuracy {metrics['test_accuracy']:.3f}")
-    if len(synthetic_labels):
-        sample_grid(synthetic_images, synthetic_labels, class_names,
-                    artifacts / "synthetic_samples.png", title="synthetic images this trial used")
-    if pool is not None and pool.sources is not None:
-        inpaint_gallery(splits.train.images[pool.sources], pool.saliency, pool.masks, pool.images,
-                        pool.labels, class_names, artifacts / "inpaint_gallery.png",
-                        title=f"repainted {pool.masks.mean():.0%} of each image")
-    (artifacts / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU; a trial
+    #    that shares its GPU keeps to its share of the memory, as generator actors do.
+    device = resolve_device(plan.device)
+    if device.type == "cuda" and plan.gpu_memory_fraction is not None:
+        cap_gpu_memory(plan.gpu_memory_fraction, device)
+    with explain_out_of_memory(f"trial {plan.swept}",
+                               "lower training.batch_size or raise tune.gpus_per_trial"):
+        train_classifier(TrialData(images, labels, is_synthetic, splits), plan.training,
+                         backbone=plan.backbone, augmentation=plan.online_augmentation,
+                         seed=plan.seed, metric=plan.metric, mode=plan.mode, device=device,
+                         report=report, resume=resume)

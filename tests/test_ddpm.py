@@ -149,3 +149,49 @@ def test_registry():
     assert isinstance(create_generator("ddpm", steps=5), DDPMGenerator)
     with pytest.raises(KeyError, match="ddpm"):
         create_generator("no-such-generator")
+
+
+@pytest.mark.parametrize("name, cpu, cuda", [
+    ("ddpm", {"steps": 1000, "image_size": 16, "block_out_channels": [16, 32, 64]},
+     {"steps": 4000, "image_size": None, "block_out_channels": [32, 64, 128]}),
+    ("dcgan", {"steps": 1500, "base_channels": 32}, {"steps": 5000, "base_channels": 64}),
+    ("vae", {"steps": 2000, "base_channels": 32}, {"steps": 5000, "base_channels": 64}),
+])
+def test_auto_defaults_resolve_from_the_device_and_are_what_is_hashed(name, cpu, cuda):
+    from raysweep.generators import create_generator
+    from raysweep.synthesis.store import content_key
+
+    on_cpu, on_gpu = (create_generator(name, device=d).config() for d in ("cpu", "cuda:1"))
+    assert {k: on_cpu[k] for k in cpu} == cpu
+    assert {k: on_gpu[k] for k in cuda} == cuda
+    assert content_key(on_cpu) != content_key(on_gpu)
+    # An explicit value wins over the device's default, on either device.
+    explicit = create_generator(name, device="cuda", steps=7).config()
+    assert explicit["steps"] == 7 and content_key(explicit) != content_key(on_gpu)
+    # The resolved config rebuilds the same generator (what load() does from a stored config).
+    rebuilt = dict(on_gpu)
+    rebuilt.pop("generator")
+    assert create_generator(name, device="cpu", **rebuilt).config() == on_gpu
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fit_and_sample_on_cuda_and_the_pool_does_not_depend_on_the_batch_size(tmp_path):
+    images, labels = _data()
+    gen = DDPMGenerator(**{**TINY, "device": "cuda", "steps": 20})
+    gen.fit(images, labels, NUM_CLASSES, seed=0)
+    assert next(gen.unet.parameters()).device.type == "cuda" and math.isfinite(gen.last_loss)
+    pool_labels, seeds = np.arange(12) % NUM_CLASSES, np.arange(12)
+    whole = gen.sample(pool_labels, seeds)
+    assert whole.shape == (12, 12, 12, 1) and whole.std() > 0
+    for batch in (1, 5):
+        gen.sample_batch_size = batch
+        chunked = gen.sample(pool_labels, seeds)
+        assert np.abs(chunked.astype(int) - whole.astype(int)).max() <= 1, batch
+    # Weights saved on the GPU load back on the GPU and give the same images.
+    gen.save(str(tmp_path))
+    loaded = DDPMGenerator(device="cuda:0")
+    loaded.load(str(tmp_path))
+    assert loaded.config() == gen.config()
+    np.testing.assert_array_equal(loaded.sample(pool_labels[:4], seeds[:4]),
+                                  gen.sample(pool_labels[:4], seeds[:4]))

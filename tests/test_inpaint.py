@@ -220,3 +220,23 @@ def test_mask_sweep_end_to_end(in_tmp_cwd, capsys, monkeypatch):
         assert (pool.masks.sum(axis=(1, 2)) == round(0.25 * 64)).all()
         sources = plan.splits.train.images[pool.sources]
         assert (pool.images[~pool.masks] == sources[~pool.masks]).all()
+
+
+def test_trial_plan_names_the_inpainted_pool(write_spec):
+    from raysweep.plan import build_plan
+    from raysweep.spec import load_spec
+
+    spec = {**RATIO, "sweep": {**RATIO["sweep"], "synthetic_ratio": [1], "augmentation":
+                               ["inpaint", "blur"], "mask_region": ["background", "random"]}}
+    plan = build_plan(load_spec(write_spec(spec)))
+    planner = plan.trial_planner("s", "/tmp/store")
+    config = {"synthetic_ratio": 1, "mask_fraction": 0.0, "mask_region": "random",
+              "augmentation": "inpaint", "backbone": "resnet10t", "seed": 1}
+    trial = planner.trial_plan(config)
+    assert (trial.generator, trial.mask_fraction, trial.mask_region) == ("inpaint-ddpm", 0.0,
+                                                                         "random")
+    assert trial.service == planner.services["inpaint-ddpm"]
+    assert planner.trial_plan({**config, "augmentation": "blur"}).generator == "blur"
+    assert {(p.generator, p.pool_id) for p in plan.pools} == {
+        (g, (s, 0.0, r)) for g in ("blur", "inpaint-ddpm") for s in (0, 1)
+        for r in ("background", "random")}

@@ -221,3 +221,66 @@ def test_downloads_opt_in(monkeypatch, text2img_dir):
     assert generator.local_files_only is False
     generator.check_available()  # would download at load time: not an error here
     create_generator("sd-text2img", model=text2img_dir).check_available()
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16, 3), (3, 16, 16, 1), (2, 20, 24, 3), (2, 20, 24, 1)])
+def test_paste_back_on_tensors_matches_the_pil_path(shape):
+    """The device path (no resize) and the Lanczos path give the pixels the numpy/PIL code gave."""
+    from raysweep.generators.sd_inpaint import _paste_back, _to_data_shape
+
+    rng = np.random.default_rng(1)
+    sources = rng.integers(0, 256, shape, dtype=np.uint8)
+    masks = rng.random(shape[:3]).astype(np.float32)
+    masks[0] = masks[0] > 0.5
+    painted = torch.rand(shape[0], 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    painted[0, :, 0, 0] = torch.tensor([0.5 / 255, 1.5 / 255, 254.5 / 255])  # ties round to even
+    expected = _to_data_shape(painted.permute(0, 2, 3, 1).numpy(), *shape[1:]).astype(np.float32)
+    alpha = masks[..., None]
+    expected = np.clip(np.round(alpha * expected + (1 - alpha) * sources), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(_paste_back(painted, sources, masks), expected)
+
+
+def test_auto_batch_size_on_cpu_and_an_explicit_one(inpaint_dir):
+    assert _fitted("sd-inpaint", inpaint_dir).sample_batch_size == 8
+    assert _fitted("sd-inpaint", inpaint_dir, batch_size=3).sample_batch_size == 3
+    with pytest.raises(ValueError, match="batch_size must be >= 1 or 'auto', got 'big'"):
+        create_generator("sd-text2img", batch_size="big")
+
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@GPU
+@pytest.mark.parametrize("batch_size", ["auto", 1])
+def test_text2img_on_cuda_in_fp16(text2img_dir, batch_size):
+    generator = create_generator("sd-text2img", model=text2img_dir, steps=STEPS, height=SIZE,
+                                 width=SIZE, device="cuda", dtype="fp16", batch_size=batch_size,
+                                 gpu_memory_fraction=0.5)
+    generator.fit(np.zeros((4, 20, 24, 3), np.uint8), np.array([0, 1, 0, 1]), 2, seed=0,
+                  class_names=["cat", "dog"])
+    assert generator.pipe.unet.dtype == torch.float16 and generator.pipe.device.type == "cuda"
+    assert generator.sample_batch_size >= 1
+    three = generator.sample(np.array([0, 1, 0]), np.array([1, 2, 3]))
+    assert three.shape == (3, 20, 24, 3) and three.dtype == np.uint8
+    # Image i depends only on its seed: a shorter request is a prefix, whatever the batch.
+    one = generator.sample(np.array([0]), np.array([1]))
+    assert np.abs(one.astype(int) - three[:1].astype(int)).max() <= 2
+
+
+@pytest.mark.gpu
+@GPU
+def test_inpaint_on_cuda_in_fp16_keeps_pixels_outside_the_mask(inpaint_dir):
+    generator = create_generator("sd-inpaint", model=inpaint_dir, steps=STEPS, height=SIZE,
+                                 width=SIZE, device="cuda:0", dtype="fp16", batch_size=2,
+                                 gpu_memory_fraction=0.5)
+    generator.fit(np.zeros((4, SIZE, SIZE, 3), np.uint8), np.array([0, 1, 0, 1]), 2, seed=0,
+                  class_names=["cat", "dog"])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    masks = np.zeros((3, SIZE, SIZE), np.float32)
+    masks[:, :, SIZE // 2:] = 1.0
+    out = generator.sample_inpaint(images, masks, np.array([0, 1, 0]), np.array([5, 6, 7]))
+    assert out.shape == images.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, :SIZE // 2], images[:, :, :SIZE // 2])
+    assert np.abs(out[:, :, SIZE // 2:].astype(int) - images[:, :, SIZE // 2:].astype(int)).mean() > 10

@@ -16,8 +16,8 @@ from raysweep.data.splits import DataSplits, split_dataset
 from raysweep.errors import UserError
 
 __all__ = [
-    "DataSplits", "ImageDataset", "create_dataset", "list_datasets", "register_dataset",
-    "resize_images", "split_dataset",
+    "DataSplits", "ImageDataset", "create_dataset", "list_datasets", "load_splits",
+    "register_dataset", "resize_images", "split_dataset",
 ]
 
 DatasetFactory = Callable[..., ImageDataset]
@@ -81,6 +81,18 @@ def create_dataset(name: str, **options: Any) -> ImageDataset:
     if not dataset.name:
         dataset = dataclasses.replace(dataset, name=name)
     return dataset
+
+
+def load_splits(dataset: dict) -> DataSplits:
+    """The real train/val/test splits a spec's `dataset` block names (deterministic).
+
+    Args:
+        dataset: the spec's `dataset` block as a dict (`Spec.dataset.model_dump()`).
+    """
+    full = create_dataset(dataset["name"], **dataset["options"])
+    return split_dataset(full, val_fraction=dataset["val_fraction"],
+                         test_fraction=dataset["test_fraction"],
+                         per_class=dataset["per_class"], seed=dataset["split_seed"])
 
 
 def _lookup(name: str) -> DatasetFactory:

@@ -31,6 +31,29 @@ class Generator(Protocol):
         """One image per (label, seed); image i depends only on the weights, labels[i] and seeds[i]."""
 
 
+AUTO = "auto"
+
+
+def device_kind(device: str) -> str:
+    """"cuda" or "cpu": the kind of device a generator with this `device` option runs on."""
+    if device == AUTO:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def resolve_auto(device: str, defaults: dict[str, dict[str, Any]], **options: Any) -> dict:
+    """Options given as "auto" take `defaults[device_kind(device)]`; the rest stay as given.
+
+    Generators resolve this in their constructor, so `config()` (what pool keys hash) holds
+    the resolved values: a pool made with GPU defaults never answers for CPU defaults.
+    """
+    kind = device_kind(device)
+    return {key: defaults[kind][key] if isinstance(value, str) and value == AUTO else value
+            for key, value in options.items()}
+
+
 _REGISTRY: dict[str, Callable[..., Generator]] = {}
 
 

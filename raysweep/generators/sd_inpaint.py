@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from raysweep.devices import batch_size_for_memory, cap_gpu_memory, memory_budget
 from raysweep.generators.base import register_generator
 from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                                      weights_fingerprint)
@@ -46,6 +47,40 @@ _SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler",
                "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _ATTENTION = ("sdpa", "default")
+# Activation memory per image at 512x512 in fp16 with guidance: SD 1.5 inpainting peaked at
+# 2.5 GiB at batch 1 and 16.1 GiB at batch 32 on an H100 (issue 7), 0.44 GiB per image.
+_BYTES_PER_IMAGE_512 = 0.44 * 2**30
+
+
+def _rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3) -> uint8 (..., 1) with Pillow's integer formula for convert("L"), so the
+    device path gives the same pixels as the PIL path."""
+    r, g, b = rgb.to(torch.int32).unbind(-1)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)[..., None]
+
+
+def _paste_back(painted: torch.Tensor, sources: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Pipeline output (N, 3, h, w) in [0, 1] -> the sources with their masked pixels replaced.
+
+    Where the pipeline ran at the sources' size, everything stays on the pipeline's device and
+    only the uint8 result crosses to the host; otherwise the output is resized with Lanczos on
+    the host, as before.
+    """
+    height, width, channels = sources.shape[1:]
+    if tuple(painted.shape[-2:]) == (height, width):
+        # The same float32 rounding as the host path (np.round and torch.round: half to even).
+        pixels = painted.float().permute(0, 2, 3, 1).mul(255.0).round().clamp(0, 255)
+        pixels = pixels.to(torch.uint8)
+        if channels == 1:
+            pixels = _rgb_to_gray(pixels)
+    else:
+        host = painted.float().permute(0, 2, 3, 1).cpu().numpy()
+        pixels = torch.from_numpy(_to_data_shape(host, height, width, channels))
+    device = pixels.device
+    alpha = torch.from_numpy(masks).to(device, non_blocking=True)[..., None]
+    source = torch.from_numpy(sources).to(device, non_blocking=True).float()
+    blended = alpha * pixels.float() + (1.0 - alpha) * source
+    return blended.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def _to_data_shape(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
@@ -84,7 +119,9 @@ class StableDiffusionInpaintGenerator:
         safety_checker: keep the pipeline's NSFW checker, which blacks out flagged images
             (each flagged image is reported with a warning); False loads the pipeline without it.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
-        batch_size: images per pipeline call in `sample`. Not part of `config()`.
+        batch_size: images per pipeline call in `sample`; "auto": on CUDA the largest power
+            of two up to 32 that fits this process's memory share after loading, 8 on CPU.
+            Not part of `config()`.
         attention: "sdpa" (PyTorch's scaled_dot_product_attention in the UNet) or "default"
             (whatever the pipeline loads with). Not part of `config()`.
         channels_last: put the UNet and VAE in channels-last memory format (faster convolutions
@@ -114,7 +151,7 @@ class StableDiffusionInpaintGenerator:
         dtype: str = "auto",
         safety_checker: bool = True,
         device: str = "auto",
-        batch_size: int = 8,
+        batch_size: int | str = "auto",
         attention: str = "sdpa",
         channels_last: bool = False,
         compile: bool = False,
@@ -140,7 +177,9 @@ class StableDiffusionInpaintGenerator:
         if attention not in _ATTENTION:
             raise ValueError(f"{self.name}: attention {attention!r} is not one of "
                              f"{', '.join(_ATTENTION)}")
-        for key, value in (("steps", steps), ("batch_size", batch_size)):
+        if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
+            raise ValueError(f"{self.name}: batch_size must be >= 1 or 'auto', got {batch_size!r}")
+        for key, value in (("steps", steps),):
             if int(value) < 1:
                 raise ValueError(f"{self.name}: {key} must be >= 1, got {value!r}")
         for key, value in (("height", height), ("width", width)):
@@ -162,7 +201,8 @@ class StableDiffusionInpaintGenerator:
         self.dtype = str(dtype)
         self.safety_checker = bool(safety_checker)
         self.device = str(device)
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
+        self.sample_batch_size: int | None = None  # batch_size resolved when the pipeline loads
         self.attention = str(attention)
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
@@ -218,7 +258,7 @@ class StableDiffusionInpaintGenerator:
         device = self._torch_device()
         # 2. Cap this process's GPU memory before anything is allocated there.
         if device.type == "cuda" and self.gpu_memory_fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(self.gpu_memory_fraction, device)
+            cap_gpu_memory(self.gpu_memory_fraction, device)
         # 3. Load.
         no_checker = {} if self.safety_checker else \
             {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
@@ -239,13 +279,34 @@ class StableDiffusionInpaintGenerator:
         pipe = pipe.to(device)
         if self.attention == "sdpa":
             pipe.unet.set_attn_processor(AttnProcessor2_0())
+            if device.type == "cuda":
+                # One matmul for q, k and v instead of three (SDPA stays the attention kernel):
+                # the same sums in another order, so only on CUDA, where float rounding already
+                # differs from the CPU's; CPU outputs stay what they were.
+                pipe.fuse_qkv_projections()
         if self.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
         if self.compile:
             pipe.unet = torch.compile(pipe.unet)
         pipe.set_progress_bar_config(disable=True)
+        self.sample_batch_size = self._resolve_batch_size(pipe, device)
         return pipe, weights_fingerprint(folder)
+
+    def _resolve_batch_size(self, pipe, device: torch.device) -> int:
+        """`batch_size`, or for "auto" what fits in this process's memory share (CUDA)."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        if device.type != "cuda":
+            return 8
+        scale = pipe.vae_scale_factor
+        height = self.height or pipe.unet.config.sample_size * scale
+        width = self.width or pipe.unet.config.sample_size * scale
+        per_image = _BYTES_PER_IMAGE_512 * height * width / 512**2
+        per_image *= pipe.unet.dtype.itemsize / 2  # measured in fp16; fp32 takes twice that
+        if self.guidance_scale <= 1:
+            per_image /= 2  # one UNet batch per step instead of two
+        return batch_size_for_memory(0.9 * memory_budget(device), per_image)
 
     # ------------------------------------------------------------------ fit
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
@@ -332,8 +393,8 @@ class StableDiffusionInpaintGenerator:
         height, width, channels = images.shape[1:]
         prompts = [self.prompt_template.format(label=self.class_names[y]) for y in labels]
         out = []
-        for start in range(0, labels.size, self.batch_size):
-            chunk = slice(start, start + self.batch_size)
+        for start in range(0, labels.size, self.sample_batch_size):
+            chunk = slice(start, start + self.sample_batch_size)
             # 2. Sources as RGB and masks as "L" images; the pipeline resizes both.
             sources = [Image.fromarray(image[..., 0] if channels == 1 else image).convert("RGB")
                        for image in images[chunk]]
@@ -347,13 +408,11 @@ class StableDiffusionInpaintGenerator:
                 height=self.height, width=self.width, strength=self.strength,
                 num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
                 generator=[torch.Generator().manual_seed(int(s)) for s in seeds[chunk]],
-                output_type="np")
+                output_type="pt")
             self._count_flagged(result)
-            # 4. Back to the sources' shape, pasted into the sources through the masks.
-            painted = _to_data_shape(result.images, height, width, channels).astype(np.float32)
-            alpha = masks[chunk][..., None]
-            blended = alpha * painted + (1.0 - alpha) * images[chunk].astype(np.float32)
-            out.append(np.clip(np.round(blended), 0, 255).astype(np.uint8))
+            # 4. Back to the sources' shape, pasted into the sources through the masks (on the
+            #    pipeline's device when no resize is needed).
+            out.append(_paste_back(result.images, images[chunk], masks[chunk]))
         return np.concatenate(out)
 
     def _count_flagged(self, result) -> None:

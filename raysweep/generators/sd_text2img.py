@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from raysweep.devices import batch_size_for_memory, cap_gpu_memory, memory_budget
 from raysweep.generators.base import register_generator
 from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                                      weights_fingerprint)
@@ -43,6 +44,9 @@ _SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler",
                "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _ATTENTION = ("sdpa", "default")
+# Activation memory per image at 512x512 in fp16 with guidance, from SD 1.5 inpainting on an
+# H100 (issue 7: 2.5 GiB at batch 1, 16.1 GiB at batch 32); text-to-image needs a little less.
+_BYTES_PER_IMAGE_512 = 0.44 * 2**30
 
 
 def _to_data_shape(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
@@ -77,7 +81,9 @@ class StableDiffusionText2ImgGenerator:
         safety_checker: keep the pipeline's NSFW checker, which blacks out flagged images
             (each flagged image is reported with a warning); False loads the pipeline without it.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
-        batch_size: images per pipeline call in `sample`. Not part of `config()`.
+        batch_size: images per pipeline call in `sample`; "auto": on CUDA the largest power
+            of two up to 32 that fits this process's memory share after loading, 8 on CPU.
+            Not part of `config()`.
         attention: "sdpa" (PyTorch's scaled_dot_product_attention in the UNet) or "default"
             (whatever the pipeline loads with). Not part of `config()`.
         channels_last: put the UNet and VAE in channels-last memory format (faster convolutions
@@ -106,7 +112,7 @@ class StableDiffusionText2ImgGenerator:
         dtype: str = "auto",
         safety_checker: bool = True,
         device: str = "auto",
-        batch_size: int = 8,
+        batch_size: int | str = "auto",
         attention: str = "sdpa",
         channels_last: bool = False,
         compile: bool = False,
@@ -130,7 +136,9 @@ class StableDiffusionText2ImgGenerator:
         if attention not in _ATTENTION:
             raise ValueError(f"{self.name}: attention {attention!r} is not one of "
                              f"{', '.join(_ATTENTION)}")
-        for key, value in (("steps", steps), ("batch_size", batch_size)):
+        if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
+            raise ValueError(f"{self.name}: batch_size must be >= 1 or 'auto', got {batch_size!r}")
+        for key, value in (("steps", steps),):
             if int(value) < 1:
                 raise ValueError(f"{self.name}: {key} must be >= 1, got {value!r}")
         for key, value in (("height", height), ("width", width)):
@@ -151,7 +159,8 @@ class StableDiffusionText2ImgGenerator:
         self.dtype = str(dtype)
         self.safety_checker = bool(safety_checker)
         self.device = str(device)
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
+        self.sample_batch_size: int | None = None  # batch_size resolved when the pipeline loads
         self.attention = str(attention)
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
@@ -206,7 +215,7 @@ class StableDiffusionText2ImgGenerator:
         device = self._torch_device()
         # 2. Cap this process's GPU memory before anything is allocated there.
         if device.type == "cuda" and self.gpu_memory_fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(self.gpu_memory_fraction, device)
+            cap_gpu_memory(self.gpu_memory_fraction, device)
         # 3. Load.
         no_checker = {} if self.safety_checker else \
             {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
@@ -227,13 +236,34 @@ class StableDiffusionText2ImgGenerator:
         pipe = pipe.to(device)
         if self.attention == "sdpa":
             pipe.unet.set_attn_processor(AttnProcessor2_0())
+            if device.type == "cuda":
+                # One matmul for q, k and v instead of three (SDPA stays the attention kernel):
+                # the same sums in another order, so only on CUDA, where float rounding already
+                # differs from the CPU's; CPU outputs stay what they were.
+                pipe.fuse_qkv_projections()
         if self.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
         if self.compile:
             pipe.unet = torch.compile(pipe.unet)
         pipe.set_progress_bar_config(disable=True)
+        self.sample_batch_size = self._resolve_batch_size(pipe, device)
         return pipe, weights_fingerprint(folder)
+
+    def _resolve_batch_size(self, pipe, device: torch.device) -> int:
+        """`batch_size`, or for "auto" what fits in this process's memory share (CUDA)."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        if device.type != "cuda":
+            return 8
+        scale = pipe.vae_scale_factor
+        height = self.height or pipe.unet.config.sample_size * scale
+        width = self.width or pipe.unet.config.sample_size * scale
+        per_image = _BYTES_PER_IMAGE_512 * height * width / 512**2
+        per_image *= pipe.unet.dtype.itemsize / 2  # measured in fp16; fp32 takes twice that
+        if self.guidance_scale <= 1:
+            per_image /= 2  # one UNet batch per step instead of two
+        return batch_size_for_memory(0.9 * memory_budget(device), per_image)
 
     # ------------------------------------------------------------------ fit
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
@@ -286,8 +316,8 @@ class StableDiffusionText2ImgGenerator:
             raise ValueError(f"{self.name}.sample: labels must lie in [0, {len(self.class_names)})")
         prompts = [self.prompt_template.format(label=self.class_names[y]) for y in labels]
         out = []
-        for start in range(0, labels.size, self.batch_size):
-            chunk = slice(start, start + self.batch_size)
+        for start in range(0, labels.size, self.sample_batch_size):
+            chunk = slice(start, start + self.sample_batch_size)
             result = self.pipe(
                 prompt=prompts[chunk],
                 negative_prompt=None if self.negative_prompt is None

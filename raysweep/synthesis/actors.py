@@ -1,7 +1,8 @@
 """Generator actors: each loads one generator once and serves image requests for the whole sweep.
 
 Ray's `num_gpus=0.25` is bookkeeping only, so an actor on a GPU also caps its own CUDA memory
-to its share. An actor that dies is restarted by Ray and reloads the stored weights (it never
+to its share (`raysweep.devices`); running out under the cap fails with a message naming the
+cap, and the request is retried. An actor that dies is restarted by Ray and reloads the stored weights (it never
 retrains); its in-flight request is retried, and since image i depends only on (label, seed),
 the retry returns the same images.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import ray
 
 from raysweep.data import ImageDataset
+from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, explain_out_of_memory
 from raysweep.synthesis.service import ensure_generator
 from raysweep.synthesis.store import SyntheticStore
 
@@ -28,8 +30,10 @@ class GeneratorActor:
         import torch
 
         torch.set_num_threads(max(1, threads))
+        # Ray set CUDA_VISIBLE_DEVICES to this actor's GPU: `cuda` is it, whatever its number.
         if gpu_fraction > 0 and torch.cuda.is_available():
-            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_fraction), 0)
+            cap_gpu_memory(min(1.0, gpu_fraction), "cuda")
+        self.name = name
         start = time.perf_counter()
         self.trained = ensure_generator(SyntheticStore(store_root), name, options, train, fit_seed,
                                         log=lambda message: print(f"[raysweep] {message}",
@@ -54,9 +58,15 @@ class GeneratorActor:
                 "inpaint_config": getattr(self.trained.generator, "inpaint_config", dict)(),
                 "generate_seconds": self.generate_seconds}
 
+    # Out of memory under the cap is retried (a neighbour's peak may have passed); image i
+    # depends only on (label, seed), so a retry returns the same images.
+    @ray.method(max_task_retries=3, retry_exceptions=[GPUMemoryCapExceeded])
     def generate(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        images = self.trained.generator.sample(labels, seeds)
+        with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})",
+                                   "lower the generator's batch_size or raise "
+                                   "synthesis.gpus_per_actor"):
+            images = self.trained.generator.sample(labels, seeds)
         self.generate_seconds += time.perf_counter() - start
         self.images_generated += len(labels)
         return images
