@@ -11,7 +11,8 @@ from raysweep.generators import create_generator
 from raysweep.synthesis.inpaint import Masking, Repainter, inpaint_order, source_order
 from raysweep.synthesis.kinds import trial_source
 from raysweep.synthesis.store import PoolImages, SyntheticStore
-from test_spec import GOOD, expect_error
+from test_spec import GOOD, expect_error, validate
+from test_stable_diffusion import _fitted, inpaint_dir, offline  # noqa: F401 (fixtures)
 from tiny import TINY_DDPM
 
 
@@ -240,3 +241,27 @@ def test_trial_plan_names_the_inpainted_pool(write_spec):
     assert {(p.generator, p.pool_id) for p in plan.pools} == {
         (g, (s, 0.0, r)) for g in ("blur", "inpaint-ddpm") for s in (0, 1)
         for r in ("background", "random")}
+
+
+def test_sd_inpaint_repaints_saliency_masks_with_the_class_prompt(inpaint_dir, tmp_path,
+                                                                 write_spec, capsys):
+    """The Stable Diffusion path (a tiny pipeline through from_pretrained): masks from a
+    reference classifier, the pipeline's repaint pasted back through them."""
+    rng = np.random.default_rng(0)
+    data = ImageDataset(rng.integers(0, 256, (8, 20, 24, 3), dtype=np.uint8), np.arange(8) % 2,
+                        ("cat", "dog"), name="pets")
+    generator = _fitted("sd-inpaint", inpaint_dir)
+    masking = Masking({"backbone": "test_resnet", "epochs": 1, "input_size": 16}, 0, "k",
+                      "hirescam", None, 0.0)
+    repainter = Repainter(generator, data, masking, SyntheticStore(tmp_path))
+    sources, _, seeds = inpaint_order(data.labels, 0, 0, 4)
+    images = repainter.repaint(sources, seeds, 0.3, "foreground")
+    assert [int(m.sum()) for m in images.masks] == [round(0.3 * 20 * 24)] * 4
+    kept = ~images.masks
+    assert (images.images[kept] == data.images[sources][kept]).all()
+    # And a sweep may ask for it: `validate` passes with the weights in a local folder.
+    spec = {**RATIO, "generator": {"name": "sd-inpaint", "options": {"model": inpaint_dir}},
+            "sweep": {**RATIO["sweep"], "mask_region": ["background", "foreground"]}}
+    code, out, err = validate(write_spec(spec), capsys)
+    assert code == 0, err
+    assert "sd-inpaint" in out and "background 0" in out
