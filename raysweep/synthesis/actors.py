@@ -145,8 +145,7 @@ class SynthesisService:
                     "reused": min(count, have), "seconds": time.perf_counter() - start_time}
 
     def stats(self) -> dict:
-        return {"generated": {str(k): v for k, v in self.generated.items()},
-                "log": list(self.log)}
+        return {"generated": dict(self.generated), "log": list(self.log)}
 
 
 def _pool_id(pool) -> int | tuple:
