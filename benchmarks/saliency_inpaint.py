@@ -5,7 +5,10 @@ saliency maps for each CAM method, masks, and repainting with `ddpm` (RePaint, d
 mask.yaml settings), `blur` and `erase`.
 
     python benchmarks/saliency_inpaint.py [--store DIR] [--images 200] [--threads 1]
-        [--smoke-test]
+        [--ddpm-steps N] [--smoke-test]
+
+Speed depends on the architectures, not on how long they trained: `--ddpm-steps 5` times the
+default UNet without waiting for its training (the images are then noise, the figures hold).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="reuse trained models from this store")
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ddpm-steps", type=int, default=None,
+                        help="DDPM training steps (default: the generator's own)")
     parser.add_argument("--smoke-test", action="store_true", help="tiny models, a few images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -37,7 +42,8 @@ def main() -> None:
                            per_class=50, seed=0)
     train = splits.train
     reference_options = {"epochs": 1} if args.smoke_test else {}
-    ddpm_options = {"steps": 5} if args.smoke_test else {}
+    ddpm_options = {"steps": 5} if args.smoke_test else \
+        ({"steps": args.ddpm_steps} if args.ddpm_steps else {})
     n = 20 if args.smoke_test else args.images
     reference = ensure_reference_classifier(store, train, reference_options, 0, val=splits.val)
     print(f"reference classifier: {reference.options.backbone}, fit {reference.fit_seconds:.0f}s "
