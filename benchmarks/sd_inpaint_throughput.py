@@ -239,7 +239,9 @@ def main() -> None:
                         help="the device's dense fp16 peak (H100 SXM: 990)")
     parser.add_argument("--device", default=None, help="default: cuda, or cpu for --smoke-test")
     parser.add_argument("--dtype", default=None, help="fp16 (default), bf16 or fp32")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    parser.add_argument("--compile", nargs="?", const=True, default=False,
+                        help="torch.compile the UNet; optionally a mode, e.g. reduce-overhead "
+                             "(CUDA graphs)")
     parser.add_argument("--smoke-test", action="store_true",
                         help="tiny UNet/VAE/text encoder, 64x64, 2 steps, on CPU in fp32")
     args = parser.parse_args()

@@ -74,6 +74,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     plan = _validate(args)
+    from raysweep.redaction import redact_uri
     from raysweep.sweep import log, run_sweep
     from raysweep.tracking import resolve_tracking_uri
 
@@ -84,7 +85,7 @@ def cmd_run(args) -> int:
     log(f"sweep done in {result.seconds:.0f}s: {result.trials} trials, {result.errors} failed")
     _print_report(tracking_uri, result.experiment, None, "test_balanced_accuracy", None,
                   parent_run_id=result.parent_run_id)
-    log(f"compare the trials: mlflow ui --backend-store-uri {tracking_uri}")
+    log(f"compare the trials: mlflow ui --backend-store-uri {redact_uri(tracking_uri)}")
     return 1 if result.errors else 0
 
 
@@ -145,10 +146,11 @@ def cmd_cache(args) -> int:
 def cmd_ui(args) -> int:
     import subprocess
 
+    from raysweep.redaction import redact_uri
     from raysweep.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, None)
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
+    print(f"MLflow UI for {redact_uri(uri)} at http://127.0.0.1:{args.port}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(args.port)]
     return subprocess.call(command)
@@ -163,6 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"raysweep: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from raysweep.synthesis.actors import SynthesisFailed
+        from raysweep.synthesis.backends import UnsafePath
+        from raysweep.synthesis.store import CorruptGenerator, CorruptPool
+
+        # Generation that gave up, or a store found damaged or tampered with: not a bug, so one
+        # line (raised in an actor, it arrives wrapped in Ray's traceback), exit 1.
+        if not isinstance(error, (SynthesisFailed, CorruptPool, CorruptGenerator, UnsafePath)):
+            raise
+        print(f"raysweep: error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ config the same way wherever it runs: in the trial, and in the tracking callback
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,10 +26,13 @@ from raysweep.backbones import check_backbone
 from raysweep.compose import synthetic_count
 from raysweep.data import DataSplits, load_splits
 from raysweep.errors import UserError
-from raysweep.generators import create_generator, list_generators
+from raysweep.generators import create_generator, generator_class, list_generators
 from raysweep.spec import Axis, Spec
 from raysweep.synthesis.kinds import SynthesisSource, split_augmentation, trial_source
 from raysweep.synthesis.store import SyntheticStore
+
+# One pool larger than this is a typo in a ratio, not a study (at 32x32 RGB it is ~6 GB).
+MAX_POOL_IMAGES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -229,10 +233,17 @@ def check_generator(name: str, options: dict) -> None:
     if name not in list_generators():
         raise UserError(f"generator.name: unknown generator {name!r}; "
                         f"known: {', '.join(list_generators())}")
+    # Options are checked against the constructor's signature, so that a TypeError raised
+    # inside a constructor (a bug) stays a traceback instead of passing for a user mistake.
+    try:
+        inspect.signature(generator_class(name)).bind(**options)
+    except TypeError as error:
+        known = ", ".join(inspect.signature(generator_class(name)).parameters)
+        raise UserError(f"generator.options for {name}: {error}; known options: {known}") from None
     try:
         generator = create_generator(name, **options)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"generator.options: {error}") from None
+    except ValueError as error:
+        raise UserError(f"generator.options for {name}: {error}") from None
     check_available = getattr(generator, "check_available", None)
     if check_available is not None:
         check_available()
@@ -296,9 +307,12 @@ def local_resources(num_cpus: float | None, num_gpus: float | None) -> tuple[flo
     return float(num_cpus or os.cpu_count() or 1), float(num_gpus)
 
 
-def check_budget(spec: Spec, cpus: float, gpus: float) -> None:
-    """Generator actors hold their resources for the whole sweep; a trial must still fit beside
-    them, or Tune would wait forever."""
+def check_budget(spec: Spec, cpus: float, gpus: float, spread: bool = False) -> None:
+    """A trial must fit beside the generator actors, or Tune would wait forever. (`run` releases
+    the actors once the pools are full; this still guards any phase where both run.)
+
+    `spread`: the GPUs are on several nodes, so fractional actors may fragment them.
+    """
     synthesis, settings = spec.synthesis, spec.tune
     actors = synthesis.actors * len(sources_used(spec))
     held_cpu, held_gpu = actors * synthesis.cpus_per_actor, actors * synthesis.gpus_per_actor
@@ -306,6 +320,16 @@ def check_budget(spec: Spec, cpus: float, gpus: float) -> None:
         raise UserError(f"synthesis: {actors} actor(s) x {synthesis.gpus_per_actor:g} GPU "
                         f"need {held_gpu:g} GPUs but {gpus:g} are available; lower synthesis.actors "
                         f"or synthesis.gpus_per_actor, or pass --num-gpus")
+    if 0 < synthesis.gpus_per_actor < 1 and settings.gpus_per_trial >= 1:
+        # A trial asking whole GPUs needs them whole. One node packs fractional actors onto
+        # as few GPUs as fit; across nodes (`spread`) each actor may sit on a GPU of its own.
+        touched = min(actors, math.floor(gpus)) if spread else math.ceil(held_gpu)
+        if gpus - touched < settings.gpus_per_trial:
+            raise UserError(
+                f"tune.gpus_per_trial: a trial needs {settings.gpus_per_trial:g} whole GPU(s), but "
+                f"{actors} actor(s) of {synthesis.gpus_per_actor:g} GPU may leave only "
+                f"{max(0, gpus - touched):g} of {gpus:g} GPUs whole; trials would wait forever. "
+                f"Use fewer actors, gpus_per_actor: 1, or a fractional tune.gpus_per_trial")
     for kind, held, total, per_trial in (("CPU", held_cpu, cpus, settings.cpus_per_trial),
                                          ("GPU", held_gpu, gpus, settings.gpus_per_trial)):
         if per_trial > 0 and total - held < per_trial:
@@ -338,6 +362,10 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
     sources = sources_used(spec)
     count = synthetic_count(axes["synthetic_ratio"].max_value, spec.synthesis.mode,
                             len(splits.train))
+    if generators and count > MAX_POOL_IMAGES:
+        raise UserError(f"sweep.synthetic_ratio: {axes['synthetic_ratio'].max_value:g} x "
+                        f"{len(splits.train)} real images plans {count} synthetic images per pool, "
+                        f"more than {MAX_POOL_IMAGES}; use a smaller ratio or dataset.per_class")
     pools = []
     for name, source in sources.items():
         masks = [(float(f), str(r)) for f in axes["mask_fraction"].candidates()

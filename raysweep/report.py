@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from raysweep.errors import UserError  # noqa: E402
+from raysweep.redaction import redact_uri  # noqa: E402
 from raysweep.tracking import SWEEP_TAG  # noqa: E402
 
 GROUP_BY = ("backbone", "augmentation", "mask_region", "mask_fraction", "synthetic_ratio")
@@ -27,7 +28,8 @@ def load_trials(tracking_uri: str, experiment: str, sweep: str | None = None) ->
     """Child runs of one sweep (the latest one unless `sweep` names it), one row per trial."""
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:
-        raise UserError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run a sweep first "
+        raise UserError(f"no MLflow experiment {experiment!r} at {redact_uri(tracking_uri)}; "
+                        f"run a sweep first "
                         f"or pass --experiment with a name from `mlflow experiments search`")
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=10000)
     sweeps = runs[runs.get("tags.raysweep.role", pd.Series(dtype=str)) == "sweep"]

@@ -7,13 +7,16 @@ with the product's axes (`synthetic_ratio`, `mask_fraction`, `mask_region`, `aug
 pixels). Each axis is a fixed value, a grid (a YAML list) or a distribution
 (`{choice: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{randint: [lo, hi]}`).
 
-Every problem becomes a `UserError` with one line that names the key, the value and the fix.
+Every problem becomes a `UserError` with one line that names the key, the value and the fix:
+bytes that are not UTF-8, duplicate keys, numbers that are not finite or out of range, seeds
+outside NumPy's range or repeated, names MLflow cannot filter on.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +28,17 @@ from raysweep.errors import UserError
 AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "augmentation", "backbone", "seed")
 MASK_REGIONS = ("background", "foreground", "random")  # raysweep.saliency.MASK_REGIONS
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+# Seeds seed NumPy (< 2**32) and make per-image seeds `seed << 32 | i` in an int64 (< 2**31).
+MAX_SEED = 2**31 - 1
+# More synthetic images per real one than any study uses; bigger is a typo (the pool is sized by it).
+MAX_SYNTHETIC_RATIO = 100.0
+# Names that are safe in MLflow filter strings, file names and Ray actor names.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `.nan` anywhere is an error, not a silent NaN sweep.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Axis(_Strict):
@@ -42,6 +52,7 @@ class Axis(_Strict):
         if isinstance(raw, list):
             if not raw:
                 raise UserError(f"sweep.{name}: an empty list sweeps nothing; give at least one value")
+            _check_unique(f"sweep.{name}", raw)
             return cls(kind="grid", values=raw)
         if isinstance(raw, dict):
             if len(raw) != 1 or next(iter(raw)) not in DISTRIBUTIONS:
@@ -50,7 +61,9 @@ class Axis(_Strict):
             kind, values = next(iter(raw.items()))
             if not isinstance(values, list) or not values:
                 raise UserError(f"sweep.{name}.{kind}: expected a list, got {values!r}")
-            if kind != "choice":
+            if kind == "choice":
+                _check_unique(f"sweep.{name}.choice", values)
+            else:
                 if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) \
                         or values[0] > values[1]:
                     raise UserError(f"sweep.{name}.{kind}: expected [low, high] numbers with "
@@ -79,13 +92,13 @@ class DatasetSpec(_Strict):
     per_class: int | None = Field(default=50, ge=1)
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
-    split_seed: int = 0
+    split_seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class GeneratorSpec(_Strict):
     name: str = "ddpm"
     options: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     # Options for generators that augmentation values name (`gan+classic` -> dcgan).
     options_by_name: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -111,7 +124,7 @@ class TrainingSpec(_Strict):
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
-    input_size: int | None = Field(default=32, ge=8)
+    input_size: int | None = Field(default=32, ge=8, le=1024)
     pretrained: bool | str = False
     augmentation_params: dict[str, float] = Field(default_factory=dict)
     warmup_epochs: int = Field(default=0, ge=0)
@@ -136,8 +149,8 @@ class TuneSpec(_Strict):
     search_alg: Literal["grid", "random", "optuna"] = "grid"
     scheduler: Literal["fifo", "asha"] = "fifo"
     asha: ASHASpec = Field(default_factory=ASHASpec)
-    search_seed: int = 0
-    num_samples: int = Field(default=1, ge=1)
+    search_seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    num_samples: int = Field(default=1, ge=1, le=100_000)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
@@ -145,6 +158,15 @@ class TuneSpec(_Strict):
                     "train_loss"] = "val_balanced_accuracy"
     mode: Literal["max", "min"] = "max"
     storage_path: str = ".raysweep/tune"
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_or_fraction(cls, value: float) -> float:
+        # Ray shares a GPU only in fractions below one; 1.5 GPUs cannot be scheduled.
+        if value > 1 and not float(value).is_integer():
+            raise UserError(f"tune.gpus_per_trial: {value:g} is neither a fraction of one GPU nor "
+                            f"a whole number of GPUs; use e.g. 0.5, 1 or 2")
+        return value
 
 
 class SaliencySpec(_Strict):
@@ -162,6 +184,13 @@ class SaliencySpec(_Strict):
 class TrackingSpec(_Strict):
     tracking_uri: str | None = None
     experiment: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_is_filterable(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_name("tracking.experiment", value)
+        return value
 
 
 class StoreSpec(_Strict):
@@ -198,14 +227,14 @@ class Spec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_simple(cls, value: str) -> str:
-        if not value or any(c in value for c in "/\\ "):
-            raise ValueError("must be a non-empty name without spaces or slashes")
+        _check_name("name", value)
         return value
 
     @model_validator(mode="after")
     def _axes_are_sound(self) -> "Spec":
         axes = {name: self.sweep.axis(name) for name in AXES}
-        _check_numbers("synthetic_ratio", axes["synthetic_ratio"], low=0.0, high=None)
+        _check_numbers("synthetic_ratio", axes["synthetic_ratio"], low=0.0,
+                       high=MAX_SYNTHETIC_RATIO)
         _check_numbers("mask_fraction", axes["mask_fraction"], low=0.0, high=1.0)
         if any(float(v) >= 1.0 for v in axes["mask_fraction"].candidates()):
             raise UserError(f"sweep.mask_fraction: {axes['mask_fraction'].max_value:g} would repaint "
@@ -216,7 +245,7 @@ class Spec(_Strict):
                                 f"known: {', '.join(MASK_REGIONS)}")
         if axes["mask_region"].kind in ("uniform", "loguniform", "randint"):
             raise UserError("sweep.mask_region: a region is a name; give a list or {choice: [...]}")
-        _check_numbers("seed", axes["seed"], low=0, high=None, integer=True)
+        _check_numbers("seed", axes["seed"], low=0, high=MAX_SEED, integer=True)
         for name in ("augmentation", "backbone", "mask_region"):
             for value in axes[name].candidates():
                 if not isinstance(value, str):
@@ -250,12 +279,30 @@ class Spec(_Strict):
         return self.tracking.experiment or self.name
 
 
+def _check_name(key: str, value: str) -> None:
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+        raise UserError(f"{key}: {value!r} must be letters, digits, '.', '_' or '-' (at most "
+                        f"100, starting with a letter or digit) so MLflow can filter on it; "
+                        f"rename it, e.g. {re.sub(r'[^A-Za-z0-9._-]+', '-', str(value)).strip('-._') or 'sweep'!r}")
+
+
+def _check_unique(key: str, values: list) -> None:
+    seen = []
+    for value in values:
+        # 1 and 1.0 are one value to Tune and to pools; True is not a number here.
+        same = [v for v in seen if v == value and isinstance(v, bool) == isinstance(value, bool)]
+        if same:
+            raise UserError(f"{key}: {value!r} is listed twice; each value must appear once "
+                            f"(repeat a whole sweep with more seeds or tune.num_samples)")
+        seen.append(value)
+
+
 def _check_numbers(name: str, axis: Axis, *, low: float | None, high: float | None,
                    integer: bool = False) -> None:
     for value in axis.candidates():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                (isinstance(value, float) and math.isnan(value)):
-            raise UserError(f"sweep.{name}: {value!r} is not a number")
+                (isinstance(value, float) and not math.isfinite(value)):
+            raise UserError(f"sweep.{name}: {value!r} is not a finite number")
         if integer and not float(value).is_integer():
             raise UserError(f"sweep.{name}: {value!r} is not an integer")
         if low is not None and value < low:
@@ -323,13 +370,33 @@ def parse_spec(raw: Any, source: str = "spec") -> Spec:
         raise UserError(f"{source}: {_format_validation_error(error)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    would silently keep the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}; give each key once", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     """Read, override and validate a spec file (schema only; `check_spec` checks names)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such spec file; pass a path like search_spaces/ratio.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                        f"save the file as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -342,5 +409,10 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
 
 
 def spec_to_yaml(spec: Spec) -> str:
-    """The resolved spec (defaults filled in), as logged with every sweep."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    """The resolved spec (defaults filled in), as logged with every sweep; credentials in the
+    tracking URI are redacted."""
+    from raysweep.redaction import redact_uri
+
+    resolved = spec.model_dump(mode="json")
+    resolved["tracking"]["tracking_uri"] = redact_uri(resolved["tracking"]["tracking_uri"])
+    return yaml.safe_dump(resolved, sort_keys=False)

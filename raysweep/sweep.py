@@ -16,9 +16,10 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.figures import sample_grid
 from raysweep.plan import Plan, TrialPlanner, describe_pool, reference_options, search_and_scheduler
+from raysweep.redaction import redact_uri
 from raysweep.reference_classifier import ensure_reference_classifier
 from raysweep.spec import spec_to_yaml
-from raysweep.synthesis.actors import start_synthesis
+from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
 from raysweep.synthesis.inpaint import Masking
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.tracking import MLflowTrialCallback, end_run, log_params, start_parent_run
@@ -64,8 +65,11 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
         costs[f"{name}_reused"] = float(first["reused"])
         costs[f"{name}_load_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
+    # Each chunk has its own timeout inside the service; this bounds the whole fill as a backstop.
+    chunks = sum(-(-p.count // synthesis.chunk_size) for p in plan.pools)
     statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count, p.mask_fraction,
-                                                            p.mask_region) for p in plan.pools])
+                                                            p.mask_region) for p in plan.pools],
+                       timeout=CHUNK_TIMEOUT_S * (chunks + 1))
     for request, status in zip(plan.pools, statuses):
         log(f"pool {status['key']} ({request.generator}, {describe_pool(request)}): "
             f"{status['count']} "
@@ -76,7 +80,16 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
     costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
     costs["synthetic_generation_seconds"] = time.perf_counter() - start
     pools = {(p.generator, p.pool_id): s["key"] for p, s in zip(plan.pools, statuses)}
+    release_generators(services)
     return services, actors, pools, costs
+
+
+def release_generators(services: dict) -> None:
+    """The pools hold every image the plan needs, so the generator actors stop and their GPUs
+    and memory go to the trials; the services stay to answer trials from the store."""
+    released = ray.get([service.release_actors.remote() for service in services.values()],
+                       timeout=CALL_TIMEOUT_S)
+    log(f"pools full: released {sum(released)} generator actor(s) and their resources")
 
 
 def prepare_masking(plan: Plan, store: SyntheticStore, costs: dict) -> Masking | None:
@@ -106,7 +119,8 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
     experiment_id, parent_run_id = start_parent_run(tracking_uri, spec.experiment_name(),
                                                     sweep_id, run_name=sweep_id)
     client = MlflowClient(tracking_uri)
-    log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} at {tracking_uri}")
+    log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} "
+        f"at {redact_uri(tracking_uri)}")
     try:
         log_params(client, parent_run_id, {**plan.fixed_params, "trials": plan.trial_count,
                                            "generators": ",".join(plan.generators) or "none"})
@@ -148,8 +162,8 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
         results = tuner.fit()
         if actors:
             client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
-            generated = sum(sum(ray.get(service.stats.remote())["generated"].values())
-                            for service in services.values())
+            generated = sum(sum(ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
+                                ["generated"].values()) for service in services.values())
             client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
         if owns_ray:
             ray.shutdown()

@@ -23,6 +23,7 @@ from raysweep.data import load_splits
 from raysweep.devices import cap_gpu_memory, explain_out_of_memory
 from raysweep.figures import inpaint_gallery
 from raysweep.plan import TrialPlanner
+from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
@@ -44,7 +45,8 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
         # an inpainting trial's pool is also named by its mask.
         service = ray.get_actor(plan.service)
         synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic,
-                                                  plan.mask_fraction, plan.mask_region))
+                                                  plan.mask_fraction, plan.mask_region),
+                            timeout=CHUNK_TIMEOUT_S)
         pool = SyntheticStore(plan.store_root).read(synthesis["key"], plan.n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
@@ -58,8 +60,9 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
+            # weights_only: a checkpoint is tensors and numbers; never unpickle code from disk.
             resume = torch.load(Path(directory) / "state.pt", map_location="cpu",
-                                weights_only=False)
+                                weights_only=True)
 
     def report(metrics: dict, state: dict, final: FinalEvaluation | None) -> None:
         with tempfile.TemporaryDirectory() as directory:

@@ -50,7 +50,7 @@ def test_sample_shape_dtype_and_determinism(fitted):
     seeds = np.arange(100, 107)
     images = generator.sample(labels, seeds)
     assert images.shape == (7, *shape) and images.dtype == np.uint8
-    assert images.min() >= 0 and images.max() <= 255
+    assert images.std() > 0 and len(np.unique(images)) > 2  # an image, not a constant fill
     np.testing.assert_array_equal(generator.sample(labels, seeds), images)
     np.testing.assert_array_equal(generator.sample(labels[:3], seeds[:3]), images[:3])
     np.testing.assert_array_equal(generator.sample(labels[4:5], seeds[4:5]), images[4:5])

@@ -52,7 +52,7 @@ def test_sample_shape_dtype_and_range(fitted):
     out = gen.sample(np.array([0, 1, 2, 0]), np.array([5, 6, 7, 8]))
     assert out.shape == (4, 12, 12, 1)  # resized back from the 8x8 model to the data's 12x12
     assert out.dtype == np.uint8
-    assert out.min() >= 0 and out.max() <= 255 and out.std() > 0
+    assert out.std() > 0 and len(np.unique(out)) > 2  # an image, not a constant fill
     assert gen.sample(np.array([], np.int64), np.array([], np.int64)).shape == (0, 12, 12, 1)
 
 

@@ -208,3 +208,146 @@ def test_magnitude_out_of_range(write_spec, capsys):
     spec = {**GOOD, "training": {"augmentation_params": {"rotation_degrees": 500}},
             "sweep": {**GOOD["sweep"], "augmentation": "classic"}}
     expect_error(write_spec(spec), capsys, "rotation_degrees", "500")
+
+
+# -- inputs that used to crash or slip through: each is one line and exit 2 ----------------
+
+def with_sweep(**axes):
+    return {**GOOD, "sweep": {**GOOD["sweep"], **axes}}
+
+
+@pytest.mark.parametrize("spec, words", [
+    (with_sweep(synthetic_ratio=[0, float("inf")]), ("synthetic_ratio", "inf", "finite")),
+    (with_sweep(synthetic_ratio=[0, 1e9]), ("synthetic_ratio", "1000000000", "above 100")),
+    (with_sweep(seed=[0, 0]), ("sweep.seed", "listed twice")),
+    (with_sweep(seed=[0, 4294967296]), ("sweep.seed", "4294967296", "above")),
+    (with_sweep(seed=[1, 2**32 + 1]), ("sweep.seed", "above")),
+    (with_sweep(backbone={"choice": ["resnet10t", "resnet10t"]}), ("backbone", "listed twice")),
+    ({**GOOD, "training": {"lr": float("inf")}}, ("training.lr", "finite")),
+    ({**GOOD, "training": {"lr": float("nan")}}, ("training.lr", "finite")),
+    ({**GOOD, "training": {"input_size": 100000}}, ("training.input_size", "1024")),
+    ({**GOOD, "tune": {"gpus_per_trial": 1.5}}, ("gpus_per_trial", "1.5")),
+    ({**GOOD, "generator": {"seed": -1}}, ("generator.seed",)),
+    ({**GOOD, "dataset": {**GOOD["dataset"], "split_seed": 2**40}}, ("split_seed",)),
+    ({**GOOD, "name": "rev'x"}, ("name", "rev'x", "MLflow", "rev-x")),
+    ({**GOOD, "tracking": {"experiment": 'a" OR 1=1'}}, ("tracking.experiment", "MLflow")),
+])
+def test_bad_numbers_seeds_and_names(write_spec, capsys, spec, words):
+    expect_error(write_spec(spec), capsys, *words)
+
+
+def test_non_utf8_yaml(write_spec, tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    expect_error(path, capsys, "latin1.yaml", "not UTF-8", "0xe9")
+
+
+def test_duplicate_yaml_keys(write_spec, capsys):
+    text = "name: t\ntraining: {epochs: 1}\ntraining: {epochs: 5}\n"
+    expect_error(write_spec(text), capsys, "duplicate key 'training'", "line 3")
+
+
+def test_ratio_planning_too_many_images(write_spec, capsys, monkeypatch):
+    # The real bound (2 million images per pool) needs a dataset of 20k images at ratio 100;
+    # the check is the same at a bound this test can reach in a second.
+    monkeypatch.setattr("raysweep.plan.MAX_POOL_IMAGES", 500)
+    spec = with_sweep(synthetic_ratio=[0, 10])
+    expect_error(write_spec(spec), capsys, "synthetic_ratio", "synthetic images per pool",
+                 "more than 500")
+
+
+def test_fractional_actors_on_several_nodes_leave_no_whole_gpu():
+    from raysweep.errors import UserError
+    from raysweep.plan import check_budget
+
+    spec = parse_spec({**GOOD, "synthesis": {"actors": 2, "gpus_per_actor": 0.5},
+                       "tune": {"gpus_per_trial": 1}})
+    check_budget(spec, cpus=8, gpus=2)  # one node packs both actors on one GPU
+    with pytest.raises(UserError, match="leave only 0 of 2 GPUs whole"):
+        check_budget(spec, cpus=8, gpus=2, spread=True)  # two nodes: one actor on each GPU
+
+
+def test_generator_option_checked_against_its_signature_not_by_catching_type_errors():
+    from raysweep.errors import UserError
+    from raysweep.generators.base import _REGISTRY, register_generator
+    from raysweep.plan import check_generator
+
+    @register_generator("test-buggy")
+    class Buggy:
+        def __init__(self, steps: int = 1):
+            len(steps)  # a bug inside the constructor: a TypeError that is not the user's
+
+    try:
+        with pytest.raises(UserError, match="unexpected keyword argument 'stepz'"):
+            check_generator("test-buggy", {"stepz": 3})
+        with pytest.raises(TypeError, match="has no len"):
+            check_generator("test-buggy", {"steps": 3})
+    finally:
+        _REGISTRY.pop("test-buggy")
+
+
+def _symlinked_tree(root):
+    _image_tree(root)
+    (root / "cat" / "loop").symlink_to(root / "cat")  # a folder that contains itself
+    (root / "cat" / "up").symlink_to(root)  # the whole tree again, twice over
+    (root / "dog" / "alias").symlink_to(root / "dog")
+    return root
+
+
+def test_folder_symlink_loops_count_each_image_once(write_spec, tmp_path, capsys):
+    from raysweep.data import create_dataset
+
+    root = _symlinked_tree(tmp_path / "data")
+    (root / "cat" / "up").unlink()  # reaching dog's images from cat is its own error, below
+    ds = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    assert ds.labels.tolist() == [0] * 4 + [1] * 4
+    code, out, err = validate(write_spec(_folder_spec(root)), capsys)
+    assert code == 0, err
+
+
+def test_folder_image_in_two_classes_is_an_error(write_spec, tmp_path, capsys):
+    root = _symlinked_tree(tmp_path / "data")
+    expect_error(write_spec(_folder_spec(root)), capsys, "also in class", "symlink")
+
+
+def test_folder_16_bit_png_is_scaled_not_clipped(tmp_path):
+    import numpy as np
+
+    from raysweep.data import create_dataset
+
+    root = _image_tree(tmp_path / "data")
+    Image.fromarray(np.full((8, 8), 30000, np.uint16)).save(root / "cat" / "deep.png")
+    assert Image.open(root / "cat" / "deep.png").mode.startswith("I")  # really 16 bit
+    ds = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    values = sorted(int(image.mean()) for image in ds.images[ds.labels == 0])
+    assert round(30000 / 65535 * 255) in values and 255 not in values, values
+
+
+def test_folder_huge_image_size_is_refused(write_spec, tmp_path, capsys):
+    root = _image_tree(tmp_path / "data")
+    spec = _folder_spec(root)
+    spec["dataset"]["options"]["image_size"] = 1000000
+    expect_error(write_spec(spec), capsys, "image_size", "1000000", "1024")
+
+
+def test_folder_is_decoded_once_and_cached_for_trials(tmp_path, monkeypatch):
+    """The second load of an unchanged folder reads the cache: garbage written into a file
+    (same size, same mtime) is not seen. A changed file is decoded again."""
+    import os
+
+    from raysweep.data import create_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = _image_tree(tmp_path / "data")
+    first = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    target = root / "cat" / "1.png"
+    stat = target.stat()
+    target.write_bytes(b"\0" * stat.st_size)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    assert (again.images == first.images).all()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    from raysweep.errors import UserError
+
+    with pytest.raises(UserError, match="1.png is not a readable image"):
+        create_dataset("folder", path=str(root), mode="L", image_size=8)

@@ -284,3 +284,10 @@ def test_inpaint_on_cuda_in_fp16_keeps_pixels_outside_the_mask(inpaint_dir):
     assert out.shape == images.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out[:, :, :SIZE // 2], images[:, :, :SIZE // 2])
     assert np.abs(out[:, :, SIZE // 2:].astype(int) - images[:, :, SIZE // 2:].astype(int)).mean() > 10
+
+
+def test_compile_takes_a_torch_compile_mode_and_refuses_others():
+    assert create_generator("sd-inpaint", compile="reduce-overhead").compile == "reduce-overhead"
+    assert create_generator("sd-text2img", compile=True).compile is True
+    with pytest.raises(ValueError, match="compile 'fast' is not true, false or one of default"):
+        create_generator("sd-text2img", compile="fast")

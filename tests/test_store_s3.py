@@ -1,24 +1,29 @@
 """The synthetic store on S3, against a real S3-API server (moto) on loopback.
 
 The same behaviours as test_store.py — nested prefixes, checksums, repair, generators saved
-and loaded — through boto3 and HTTP, plus the `check()` that the planner runs before any
-compute: a missing bucket or an unreachable endpoint is a one-line UserError, in seconds.
+and loaded, conditional writes that let two processes append to one pool — through boto3 and
+HTTP, plus hostile object keys refused, and the `check()` that the planner runs before any
+compute: a missing bucket or an unreachable endpoint is a one-line UserError.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import pickle
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import TINY_DDPM, images
+from tiny import TINY_DDPM, check_appends, images, shard_names, worker_appends
 
 from raysweep.data import create_dataset, split_dataset
 from raysweep.errors import UserError
 from raysweep.synthesis import service
+from raysweep.synthesis.backends import UnsafePath
 from raysweep.synthesis.cache_cli import cache_ls, cache_verify
 from raysweep.synthesis.store import CorruptPool, SyntheticStore
 
@@ -50,7 +55,7 @@ def test_append_then_read_prefixes(store, s3, bucket):
         store.read("k", 51)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert sorted(keys) == [f"sweeps/cache/pools/k/{name}" for name in
-                            ("manifest.json", "meta.json", "shard-00000.npz", "shard-00001.npz")]
+                            ("manifest.json", "meta.json", *shard_names(store, "k"))]
     assert store.pool_keys() == ["k"]
     assert store.pool_dir("k") == f"s3://{bucket}/sweeps/cache/pools/k"
     # str(root) rebuilds the same store, as trials do from the sweep's context; so does pickle.
@@ -63,8 +68,9 @@ def test_wrong_checksum_is_detected_and_repaired(store, s3, bucket):
     store.create_pool("k", {})
     for start in (0, 10, 20):
         store.append("k", images(start, start + 10))
-    flip_byte(s3, bucket, "sweeps/cache/pools/k/shard-00001.npz")
-    assert store.verify("k") == ["pool k: shard-00001.npz does not match its checksum"]
+    names = shard_names(store, "k")
+    flip_byte(s3, bucket, f"sweeps/cache/pools/k/{names[1]}")
+    assert store.verify("k") == [f"pool k: {names[1]} does not match its checksum"]
     with pytest.raises(CorruptPool, match="checksum"):
         store.read("k", 15)
     assert store.read("k", 10).images.shape[0] == 10
@@ -72,19 +78,81 @@ def test_wrong_checksum_is_detected_and_repaired(store, s3, bucket):
     assert store.verify("k") == [] and store.count("k") == 10
     shards = s3.list_objects_v2(Bucket=bucket, Prefix="sweeps/cache/pools/k/shard")["Contents"]
     listed = [o["Key"] for o in shards]
-    assert listed == ["sweeps/cache/pools/k/shard-00000.npz"]
+    assert listed == [f"sweeps/cache/pools/k/{names[0]}"]
     store.append("k", images(10, 20))
     assert np.array_equal(store.read("k", 20).seeds, np.arange(20))
 
 
-def test_missing_shard_and_unlisted_shard(store, s3, bucket):
+def test_missing_shard_is_detected(store, s3, bucket):
     store.create_pool("k", {})
     store.append("k", images(0, 10))
-    # A crash after a shard PUT but before the manifest PUT: the pool is as it was.
-    s3.put_object(Bucket=bucket, Key="sweeps/cache/pools/k/shard-00001.npz", Body=b"half")
+    name = shard_names(store, "k")[0]
+    s3.delete_object(Bucket=bucket, Key=f"sweeps/cache/pools/k/{name}")
+    assert store.verify("k") == [f"pool k: {name} is missing"]
+
+
+def test_append_interrupted_between_shard_and_manifest(store, endpoint):
+    """A process killed after its shard PUT but before its manifest PUT: the pool is as it
+    was, the orphan is reported and never read, and the next append carries on."""
+    store.create_pool("k", {})
+    store.append("k", images(0, 10))
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from tiny import images
+from raysweep.synthesis.backends import S3Backend
+from raysweep.synthesis.store import SyntheticStore
+write_if = S3Backend.write_if
+def die_before_manifest(self, path, data, version):
+    if path.endswith("manifest.json"):
+        os._exit(9)  # the process dies here: the shard is stored, the manifest is not
+    return write_if(self, path, data, version)
+S3Backend.write_if = die_before_manifest
+SyntheticStore({str(store.root)!r}).append("k", images(10, 20))
+"""
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     assert store.count("k") == 10 and store.verify("k") == []
-    s3.delete_object(Bucket=bucket, Key="sweeps/cache/pools/k/shard-00000.npz")
-    assert store.verify("k") == ["pool k: shard-00000.npz is missing"]
+    assert len(store.stray_shards("k")) == 1
+    report, ok = cache_verify(store)
+    assert ok and "is listed in no manifest" in report
+    assert store.append("k", images(10, 20), start=10)
+    assert np.array_equal(store.read("k", 20).seeds, np.arange(20))
+
+
+def test_hostile_keys_are_refused_and_nothing_outside_is_written(store, s3, bucket, tmp_path):
+    """A bucket writer plants keys with `..`: listing, download and cache verify refuse them,
+    and nothing appears outside the cache."""
+    store.save_generator("g", {"generator": "test"},
+                         lambda d: (Path(d) / "w.bin").write_bytes(b"weights"))
+    meta = store.generator_meta("g")
+    hostile = {**meta, "files": {**meta["files"], "../../../../escaped.txt": "0" * 64}}
+    s3.put_object(Bucket=bucket, Key="sweeps/cache/generators/g/meta.json",
+                  Body=json.dumps(hostile).encode())
+    s3.put_object(Bucket=bucket, Key="sweeps/cache/pools/../../escaped.txt", Body=b"x")
+    fresh = SyntheticStore(str(store.root), cache_dir=tmp_path / "fresh" / "cache")
+    with pytest.raises(UnsafePath, match=r"\.\./"):
+        fresh.generator_dir("g")
+    with pytest.raises(UnsafePath, match="escaped.txt"):
+        fresh.pool_keys()
+    report, ok = cache_verify(fresh)
+    assert not ok and "refusing store path" in report
+    assert not any(p.name == "escaped.txt" for p in tmp_path.rglob("*"))
+
+
+def test_two_processes_appending_to_one_s3_pool_lose_nothing(store, endpoint):
+    """Conditional PUTs (If-Match / If-None-Match) serialise the manifest updates."""
+    store.create_pool("k", {})
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=worker_appends,
+                               args=(str(store.root), "k", w, 30, None, barrier))
+               for w in range(2)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(180)
+        assert process.exitcode == 0
+    check_appends(store, "k", workers=2, batches=30)
 
 
 def test_generator_saved_meta_last_and_loaded_from_a_fresh_cache(store, s3, bucket, tmp_path):
@@ -94,8 +162,8 @@ def test_generator_saved_meta_last_and_loaded_from_a_fresh_cache(store, s3, buck
         (Path(directory) / "unet" / "config.json").write_text("{}")
 
     assert not store.has_generator("g")
-    local = store.save_generator("g", {"generator": "test", "seed": 0}, save)
-    assert store.has_generator("g") and (local / "weights.bin").is_file()
+    local, stored = store.save_generator("g", {"generator": "test", "seed": 0}, save)
+    assert stored and store.has_generator("g") and (local / "weights.bin").is_file()
     assert store.generator_keys() == ["g"] and store.generator_meta("g")["generator"] == "test"
 
     other_machine = SyntheticStore(str(store.root), cache_dir=tmp_path / "other-cache")
@@ -103,7 +171,7 @@ def test_generator_saved_meta_last_and_loaded_from_a_fresh_cache(store, s3, buck
     assert str(loaded).startswith(str(tmp_path / "other-cache"))
     assert (loaded / "weights.bin").read_bytes() == b"\x00\x01" * 1000
     assert (loaded / "unet" / "config.json").read_text() == "{}"
-    assert json.loads((loaded / "meta.json").read_text())["seed"] == 0
+    assert other_machine.generator_meta("g")["seed"] == 0
     stamp = (loaded / "weights.bin").stat().st_mtime_ns
     assert other_machine.generator_dir("g") == loaded  # the cache is reused, not re-downloaded
     assert (loaded / "weights.bin").stat().st_mtime_ns == stamp
@@ -115,19 +183,16 @@ def test_generator_saved_meta_last_and_loaded_from_a_fresh_cache(store, s3, buck
         other_machine.generator_dir("g")
 
 
-def test_service_trains_once_and_reuses_through_s3(store, tmp_path):
+def test_generator_trained_once_and_reused_through_s3(store, tmp_path):
     train = split_dataset(create_dataset("digits", image_size=8), per_class=2, seed=0).train
     first = service.ensure_generator(store, "ddpm", TINY_DDPM, train, 0, log=print)
-    pool = service.ensure_pool(store, first, 10, seed=0, count=20, batch_size=8, log=print)
     elsewhere = SyntheticStore(str(store.root), cache_dir=tmp_path / "elsewhere")
     second = service.ensure_generator(elsewhere, "ddpm", TINY_DDPM, train, 0, log=print)
     assert not first.reused and second.reused
     assert second.weights_sha256 == first.weights_sha256
-    again = service.ensure_pool(elsewhere, second, 10, seed=0, count=20, log=print)
-    assert again.key == pool.key and again.generated == 0
-    fresh = second.generator.sample(*service.pool_order(10, 0, 0, 20))
-    stored = elsewhere.read(pool.key, 20).images.astype(int)
-    assert np.abs(stored - fresh.astype(int)).max() <= 1
+    order = service.pool_order(10, 0, 0, 20)
+    assert np.abs(first.generator.sample(*order).astype(int)
+                  - second.generator.sample(*order).astype(int)).max() <= 1
 
 
 def check_cache_ls_and_verify(store, damage):
@@ -146,9 +211,10 @@ def check_cache_ls_and_verify(store, damage):
 
     report, ok = cache_verify(store)
     assert ok and "ok   pool p1: 15 images in 2 shards" in report and "all good" in report
-    damage("pools/p1/shard-00001.npz")
+    name = shard_names(store, "p1")[1]
+    damage(f"pools/p1/{name}")
     report, ok = cache_verify(store)
-    assert not ok and "BAD  pool p1: shard-00001.npz does not match its checksum" in report
+    assert not ok and f"BAD  pool p1: {name} does not match its checksum" in report
 
 
 def test_cache_ls_and_verify_on_s3(store, s3, bucket):

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny import generator_actor_pids
 
 from raysweep.cli import main
+from raysweep.plan import build_plan
+from raysweep.spec import load_spec
 
 TINY = """
 name: tiny
@@ -43,6 +52,7 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
     assert swept == {(r, s) for r in (0.0, 0.5, 1.0) for s in (0, 1)}
 
     client = MlflowClient()
+    n_test = len(build_plan(load_spec(spec)).splits.test)
     for row in children.itertuples():
         history = client.get_metric_history(row.run_id, "val_balanced_accuracy")
         assert [m.step for m in history] == [1, 2]
@@ -54,7 +64,12 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
         assert metrics["synthetic_images_used"] == round(ratio * 80)
         assert metrics["synthetic_images_reused"] == round(ratio * 80)
         assert metrics["synthetic_images_generated_for_trial"] == 0  # the sweep filled pools first
-        assert 0.0 <= client.get_run(row.run_id).data.metrics["test_accuracy"] <= 1.0
+        # Accuracy on the real test split: a whole number of its images, as the trial saved it.
+        correct = metrics["test_accuracy"] * n_test
+        assert abs(correct - round(correct)) < 1e-6
+        saved = json.loads(Path(client.download_artifacts(row.run_id, "test_metrics.json",
+                                                          str(in_tmp_cwd))).read_text())
+        assert saved["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     parent_artifacts = {a.path for a in client.list_artifacts(parents.iloc[0]["run_id"])}
     assert {"spec.yaml", "synthetic_samples_seed0.png", "synthetic_samples_seed1.png"} <= parent_artifacts
     assert any(p.startswith("report-") for p in parent_artifacts)
@@ -113,3 +128,34 @@ def test_one_sweep_compares_generators(in_tmp_cwd):
     client = MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"])}
     assert {"synthetic_samples_ddpm_seed0.png", "synthetic_samples_vae_seed0.png"} <= artifacts
+
+
+@pytest.mark.slow
+def test_generator_actor_killed_on_every_attempt_fails_the_sweep_in_one_line(in_tmp_cwd, capsys):
+    """No restart forever: the actor dies on each of its 1 + ACTOR_RESTARTS attempts, and
+    `raysweep run` stops with one line and a non-zero exit instead of hanging."""
+    from raysweep.synthesis.actors import ACTOR_RESTARTS
+
+    spec = in_tmp_cwd / "tiny.yaml"
+    spec.write_text(TINY)
+    killed: set[int] = set()
+    done = threading.Event()
+
+    def kill_every_attempt():
+        while not done.wait(0.1):
+            for pid in generator_actor_pids() - killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+
+    killer = threading.Thread(target=kill_every_attempt, daemon=True)
+    killer.start()
+    try:
+        code = main(["run", str(spec), "--num-cpus", "2"])
+    finally:
+        done.set()
+        killer.join(10)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(killed) == ACTOR_RESTARTS + 1
+    assert err[-1].startswith("raysweep: error: generator ddpm: an actor failed to start "
+                              f"{ACTOR_RESTARTS + 1} times"), err[-3:]
+    assert "Traceback" not in "\n".join(err)

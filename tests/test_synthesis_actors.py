@@ -1,25 +1,34 @@
-"""Generator actors and the synthesis service on a real local Ray with logical GPUs."""
+"""Generator actors and the synthesis service on a real local Ray with logical GPUs.
+
+`SynthesisService.ensure` is the one code path that extends pools, so the pool behaviours
+(extend, never regenerate, repair damage, share one generation) are tested through it here.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import ray
-from tiny import TINY_DDPM
+from tiny import TINY_DDPM, generator_actor_pids, shard_names
 
 from raysweep.cli import main
 from raysweep.data import create_dataset, split_dataset
 from raysweep.sweep import model_loads
-from raysweep.synthesis.actors import start_synthesis
+from raysweep.synthesis.actors import ACTOR_RESTARTS, SynthesisFailed, start_synthesis
 from raysweep.synthesis.service import pool_order
 from raysweep.synthesis.store import SyntheticStore
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    # address="local": a Ray of its own, even when another sweep's Ray runs on this machine.
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 
@@ -52,8 +61,46 @@ def test_actors_pack_on_logical_gpus_and_leave_room_for_trials(local_ray, train,
     infos = ray.get([a.info.remote() for a in actors])
     assert len({i["pid"] for i in infos}) == 4
     assert not first["reused"] and all(i["reused"] for i in infos[1:])  # trained once
-    for actor in actors:
-        ray.kill(actor, no_restart=True)
+    assert all(i["cuda_visible_devices"] not in (None, "") for i in infos)  # Ray gave each a GPU
+    assert len({i["weights_sha256"] for i in infos}) == 1
+    assert ray.get(service.release_actors.remote()) == 4
+    deadline = time.time() + 30  # released actors give their GPU back
+    while ray.available_resources().get("GPU", 0) < 2.0 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("GPU", 0) == pytest.approx(2.0)
+
+
+def test_actors_without_a_gpu_see_no_cuda_device(local_ray, train, tmp_path):
+    service, actors, first = start(SyntheticStore(tmp_path), train, "cpu-only", actors=1)
+    assert first["cuda_visible_devices"] == "" and first["cuda_devices"] == 0
+    ray.get(service.release_actors.remote())
+
+
+def test_pool_extends_and_a_damaged_pool_is_regenerated(local_ray, train, tmp_path):
+    store = SyntheticStore(tmp_path)
+    service, actors, _ = start(store, train, "extend", actors=1)
+    small = ray.get(service.ensure.remote(0, 30))
+    before = store.read(small["key"], 30)
+    large = ray.get(service.ensure.remote(0, 50))
+    assert small["key"] == large["key"] and small["generated"] == 30 and large["generated"] == 20
+    assert np.array_equal(store.read(large["key"], 50).images[:30], before.images)
+    assert ray.get(service.ensure.remote(0, 40))["generated"] == 0
+    labels, seeds = pool_order(train.num_classes, 0, 0, 50)
+    stored = store.read(large["key"], 50)
+    assert np.array_equal(stored.labels, labels) and np.array_equal(stored.seeds, seeds)
+    # A damaged shard: the pool keeps the good prefix and makes the rest again, identically.
+    names = shard_names(store, large["key"])
+    (Path(store.pool_dir(large["key"])) / names[2]).write_bytes(b"garbage")
+    repaired = ray.get(service.ensure.remote(0, 50))
+    assert repaired["generated"] == 50 - 16 and store.verify(large["key"]) == []
+    again = store.read(large["key"], 50).images.astype(int)
+    assert np.abs(again - stored.images.astype(int)).max() <= 1
+    # Once released, the actors make nothing more, and say so in one line.
+    ray.get(service.release_actors.remote())
+    assert ray.get(service.ensure.remote(0, 50))["generated"] == 0
+    with pytest.raises(SynthesisFailed, match="released") as error:
+        ray.get(service.ensure.remote(0, 60))
+    assert "\n" not in str(error.value.cause)
 
 
 def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
@@ -61,7 +108,9 @@ def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
     service, actors, _ = start(store, train, "concurrent")
     results = ray.get([service.ensure.remote(0, 40), service.ensure.remote(0, 40),
                        service.ensure.remote(0, 24)])
-    assert sorted(r["generated"] for r in results) == [0, 0, 40]
+    # Whichever request runs first generates; the others reuse: 40 images in all, not 104.
+    assert sum(r["generated"] for r in results) == 40
+    assert [r["count"] >= n for r, n in zip(results, (40, 40, 24))] == [True] * 3
     assert ray.get(service.stats.remote())["generated"] == {0: 40, 1: 0}
     assert sum(ray.get(a.info.remote())["images_generated"] for a in actors) == 40
     # Asking for more extends the pool; the first 40 images stay as they were.
@@ -95,6 +144,33 @@ def test_killed_actor_loses_and_duplicates_nothing(local_ray, train, tmp_path):
     assert np.abs(stored.images[:16].astype(int) - reference.astype(int)).max() <= 1
     assert ray.get(actors[0].info.remote())["reused"]  # the restarted actor loaded, never retrained
     assert model_loads(actors) == 3  # two actors, one restart
+
+
+def test_actor_killed_on_every_attempt_fails_with_one_line(local_ray, train, tmp_path):
+    """No retry forever: after ACTOR_RESTARTS restarts the request fails, in one line."""
+    store = SyntheticStore(tmp_path)
+    service, actors, _ = start(store, train, "doomed", actors=1, chunk_size=4)
+    others = generator_actor_pids() - {ray.get(actors[0].info.remote())["pid"]}
+    pending = service.ensure.remote(0, 4000)
+    killed: set[int] = set()
+
+    def kill_every_attempt():
+        while True:
+            done, _ = ray.wait([pending], timeout=0.1)
+            if done:
+                return
+            for pid in generator_actor_pids() - others - killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+
+    killer = threading.Thread(target=kill_every_attempt, daemon=True)
+    killer.start()
+    with pytest.raises(SynthesisFailed) as error:
+        ray.get(pending, timeout=600)
+    killer.join(30)
+    message = str(error.value.cause)
+    assert "\n" not in message and f"failed {ACTOR_RESTARTS + 1} times" in message
+    assert len(killed) == ACTOR_RESTARTS + 1
 
 
 def test_impossible_budget_is_refused_at_validate(write_spec, capsys):

@@ -72,6 +72,14 @@ def list_generators() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def generator_class(name: str) -> Callable[..., Generator]:
+    """The class `create_generator(name, ...)` builds (for checking options against its
+    signature before building one)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown generator {name!r}; known: {', '.join(list_generators())}")
+    return _REGISTRY[name]
+
+
 def create_generator(name: str, **kwargs) -> Generator:
     if name not in _REGISTRY:
         raise KeyError(f"unknown generator {name!r}; known: {', '.join(list_generators())}")

@@ -44,6 +44,7 @@ _SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler",
                "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _ATTENTION = ("sdpa", "default")
+_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Activation memory per image at 512x512 in fp16 with guidance, from SD 1.5 inpainting on an
 # H100 (issue 7: 2.5 GiB at batch 1, 16.1 GiB at batch 32); text-to-image needs a little less.
 _BYTES_PER_IMAGE_512 = 0.44 * 2**30
@@ -88,8 +89,9 @@ class StableDiffusionText2ImgGenerator:
             (whatever the pipeline loads with). Not part of `config()`.
         channels_last: put the UNet and VAE in channels-last memory format (faster convolutions
             on recent GPUs). Not part of `config()`.
-        compile: `torch.compile` the UNet (slow first call, faster afterwards). Not part of
-            `config()`.
+        compile: `torch.compile` the UNet (slow first call, faster afterwards): True, or a
+            torch.compile mode: "reduce-overhead" (CUDA graphs: fewer kernel launches),
+            "max-autotune", "max-autotune-no-cudagraphs". Not part of `config()`.
         gpu_memory_fraction: on CUDA, cap this process's share of GPU memory
             (`torch.cuda.set_per_process_memory_fraction`), for actors that share a GPU;
             None: no cap.
@@ -115,7 +117,7 @@ class StableDiffusionText2ImgGenerator:
         batch_size: int | str = "auto",
         attention: str = "sdpa",
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         gpu_memory_fraction: float | None = None,
         local_files_only: bool | None = None,
     ) -> None:
@@ -163,7 +165,10 @@ class StableDiffusionText2ImgGenerator:
         self.sample_batch_size: int | None = None  # batch_size resolved when the pipeline loads
         self.attention = str(attention)
         self.channels_last = bool(channels_last)
-        self.compile = bool(compile)
+        if isinstance(compile, str) and compile not in _COMPILE_MODES:
+            raise ValueError(f"{self.name}: compile {compile!r} is not true, false or one of "
+                             f"{', '.join(_COMPILE_MODES)}")
+        self.compile = compile if isinstance(compile, str) else bool(compile)
         self.gpu_memory_fraction = None if gpu_memory_fraction is None \
             else float(gpu_memory_fraction)
         self.local_files_only = (not downloads_allowed()) if local_files_only is None \
@@ -245,7 +250,8 @@ class StableDiffusionText2ImgGenerator:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
         if self.compile:
-            pipe.unet = torch.compile(pipe.unet)
+            mode = self.compile if isinstance(self.compile, str) else None
+            pipe.unet = torch.compile(pipe.unet, mode=mode)
         pipe.set_progress_bar_config(disable=True)
         self.sample_batch_size = self._resolve_batch_size(pipe, device)
         return pipe, weights_fingerprint(folder)

@@ -2,26 +2,44 @@
 
 Ray's `num_gpus=0.25` is bookkeeping only, so an actor on a GPU also caps its own CUDA memory
 to its share (`raysweep.devices`); running out under the cap fails with a message naming the
-cap, and the request is retried. An actor that dies is restarted by Ray and reloads the stored weights (it never
-retrains); its in-flight request is retried, and since image i depends only on (label, seed),
-the retry returns the same images.
+cap, and the request is retried. An actor given no GPU (`gpus_per_actor: 0`) sees no CUDA device at all. An actor
+that dies is restarted by Ray and reloads the stored weights (it never retrains), a bounded
+number of times; its in-flight request is retried, and since image i depends only on
+(label, seed), the retry returns the same images. When the restarts run out, or a wait passes
+its timeout, the request fails with `SynthesisFailed`, one line saying what happened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 import numpy as np
 import ray
+from ray.exceptions import GetTimeoutError, RayError
 
 from raysweep.data import ImageDataset
 from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, explain_out_of_memory
-from raysweep.synthesis.service import ensure_generator
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.synthesis.service import ensure_generator, pool_key, pool_meta, pool_order
+from raysweep.synthesis.inpaint import inpaint_order, inpaint_pool_fields, inpaint_pool_key
+from raysweep.synthesis.store import PoolImages, SyntheticStore
+
+# An actor killed (OOM, node lost) is restarted and its request retried this many times.
+ACTOR_RESTARTS = 3
+# The longest wait for an actor to start: it may train its generator first, and wait for a node.
+LOAD_TIMEOUT_S = 6 * 3600.0
+# The longest wait for one chunk of images from an actor, retries included.
+CHUNK_TIMEOUT_S = 1800.0
+# The longest wait for the service's small bookkeeping calls.
+CALL_TIMEOUT_S = 120.0
 
 
-@ray.remote(max_restarts=-1, max_task_retries=-1)
+class SynthesisFailed(RuntimeError):
+    """Generation could not finish: actors died more often than allowed, or a wait timed out."""
+
+
+@ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
 class GeneratorActor:
     """Holds one trained generator in memory; `generate` turns (labels, seeds) into images."""
 
@@ -51,16 +69,20 @@ class GeneratorActor:
 
     def info(self) -> dict:
         """Who this actor is and what it has done (a restart shows as a new pid)."""
+        import torch
+
         return {"pid": os.getpid(), "generator_key": self.trained.key,
                 "weights_sha256": self.trained.weights_sha256, "reused": self.trained.reused,
                 "fit_seconds": self.trained.fit_seconds, "load_seconds": self.load_seconds,
                 "images_generated": self.images_generated,
+                "generate_seconds": self.generate_seconds,
                 "inpaint_config": getattr(self.trained.generator, "inpaint_config", dict)(),
-                "generate_seconds": self.generate_seconds}
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "cuda_devices": torch.cuda.device_count()}
 
     # Out of memory under the cap is retried (a neighbour's peak may have passed); image i
     # depends only on (label, seed), so a retry returns the same images.
-    @ray.method(max_task_retries=3, retry_exceptions=[GPUMemoryCapExceeded])
+    @ray.method(max_task_retries=ACTOR_RESTARTS, retry_exceptions=[GPUMemoryCapExceeded])
     def generate(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
         with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})",
@@ -71,78 +93,128 @@ class GeneratorActor:
         self.images_generated += len(labels)
         return images
 
-    def repaint(self, sources: np.ndarray, seeds: np.ndarray, fraction: float, region: str):
+    @ray.method(max_task_retries=ACTOR_RESTARTS, retry_exceptions=[GPUMemoryCapExceeded])
+    def repaint(self, sources: np.ndarray, seeds: np.ndarray, fraction: float,
+                region: str) -> PoolImages:
         """Pool images (with provenance) repainting these training images' masks."""
         start = time.perf_counter()
-        images = self.repainter.repaint(sources, seeds, fraction, region)
+        with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})",
+                                   "lower the generator's batch_size or raise "
+                                   "synthesis.gpus_per_actor"):
+            images = self.repainter.repaint(sources, seeds, fraction, region)
         self.generate_seconds += time.perf_counter() - start
         self.images_generated += len(seeds)
         return images
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+@ray.remote(num_cpus=0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
 class SynthesisService:
-    """The one place trials ask for "the first n images of the pool for seed s".
+    """The one place that extends pools: "the first n images of the pool for seed s".
 
     It answers from the store, extends a pool that is too short (never regenerates it), makes
     concurrent requests for one pool share one generation (a lock per pool), and splits the
     missing images into chunks across the generator actors. Chunks come back in any order but
-    are appended in pool order, so the store only ever holds a complete prefix.
+    are appended in pool order, each only where the pool still ends (another sweep may extend
+    the same pool meanwhile), so the store only ever holds a complete prefix. Store reads and
+    writes run in a thread, never on the actor's event loop.
     """
 
-    def __init__(self, store_root: str, actors: list, pools: dict, num_classes: int,
-                 chunk_size: int, train_labels: np.ndarray | None = None):
-        import asyncio
-
+    def __init__(self, store_root: str, generator: str, actors: list, pools: dict,
+                 num_classes: int, chunk_size: int, chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+                 train_labels: np.ndarray | None = None):
         self.store = SyntheticStore(store_root)
+        self.generator = generator
         self.actors = actors
-        # Pool ids: a seed, or (seed, mask_fraction, mask_region) for inpainted pools.
+        # Pool ids: a seed, or (seed, mask_fraction, mask_region) for inpainted pools, whose
+        # images repaint training images (`train_labels` orders them).
         self.pools = {_pool_id(pool): value for pool, value in pools.items()}
         self.train_labels = train_labels
         self.num_classes = num_classes
         self.chunk_size = chunk_size
+        self.chunk_timeout_s = chunk_timeout_s
         self.locks = {seed: asyncio.Lock() for seed in self.pools}
         self.generated = {seed: 0 for seed in self.pools}
         self.log: list[str] = []
 
     async def ensure(self, seed: int, count: int, mask_fraction: float | None = None,
                      mask_region: str | None = None) -> dict:
-        """Make pool `seed` (inpainted: with this mask) hold >= count images; say how many this
-        call generated."""
-        import asyncio
+        """Make pool `seed` (inpainted: with this mask) hold >= count good images; say how
+        many this call generated.
 
-        from raysweep.synthesis.service import open_pool, pool_order
-        from raysweep.synthesis.store import PoolImages
+        Reads (and checks) only the shards holding the first `count` images.
 
-        from raysweep.synthesis.inpaint import inpaint_order
-
+        Raises:
+            SynthesisFailed: the actors died too often, were released, or timed out.
+        """
         pool = _pool_id(seed if mask_fraction is None else (seed, mask_fraction, mask_region))
         key, meta = self.pools[pool]
         async with self.locks[pool]:
             start_time = time.perf_counter()
-            have = open_pool(self.store, key, meta, self.log.append)
-            starts = list(range(have, count, self.chunk_size))
-            wave = 2 * len(self.actors)  # bounded memory: a few chunks per actor in flight
-            for first in range(0, len(starts), wave):
-                chunks = [(s, min(s + self.chunk_size, count)) for s in starts[first:first + wave]]
-                if mask_fraction is None:
-                    orders = [pool_order(self.num_classes, int(seed), a, b) for a, b in chunks]
-                    refs = [self.actors[i % len(self.actors)].generate.remote(*order)
-                            for i, order in enumerate(orders)]
-                    results = [PoolImages(images, *order)
-                               for order, images in zip(orders, await asyncio.gather(*refs))]
-                else:
-                    orders = [inpaint_order(self.train_labels, int(seed), a, b) for a, b in chunks]
-                    results = await asyncio.gather(*[
-                        self.actors[i % len(self.actors)].repaint.remote(
-                            sources, seeds, float(mask_fraction), mask_region)
-                        for i, (sources, _labels, seeds) in enumerate(orders)])
-                for images in results:
-                    self.store.append(key, images)
-            generated = max(0, count - have)
+            have = await asyncio.to_thread(self._good_prefix, key, meta, count)
+            reused, generated = min(have, count), 0
+            while have < count:
+                if not self.actors:
+                    raise SynthesisFailed(
+                        f"pool {key}: {count - have} more images are needed, but the "
+                        f"{self.generator} actors were released once the planned pools were full")
+                generated += await self._extend(key, pool, have, count)
+                have = await asyncio.to_thread(self.store.count, key)
             self.generated[pool] += generated
             return {"key": key, "count": max(count, have), "generated": generated,
-                    "reused": min(count, have), "seconds": time.perf_counter() - start_time}
+                    "reused": reused, "seconds": time.perf_counter() - start_time}
+
+    async def _extend(self, key: str, pool: int | tuple, have: int, count: int) -> int:
+        """Generate one wave of chunks from `have` on and append them in order; images added."""
+        starts = list(range(have, count, self.chunk_size))[:2 * len(self.actors)]  # bounded memory
+        chunks = [(s, min(s + self.chunk_size, count)) for s in starts]
+        if isinstance(pool, tuple):
+            seed, fraction, region = pool
+            orders = [inpaint_order(self.train_labels, seed, a, b) for a, b in chunks]
+            refs = [self.actors[i % len(self.actors)].repaint.remote(sources, seeds, fraction,
+                                                                      region)
+                    for i, (sources, _labels, seeds) in enumerate(orders)]
+        else:
+            orders = [pool_order(self.num_classes, pool, a, b) for a, b in chunks]
+            refs = [self.actors[i % len(self.actors)].generate.remote(*order)
+                    for i, order in enumerate(orders)]
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*refs), self.chunk_timeout_s)
+        except asyncio.TimeoutError:
+            raise SynthesisFailed(
+                f"pool {key}: {self.generator} actors made no chunk of {self.chunk_size} images "
+                f"within {self.chunk_timeout_s:g}s; lower synthesis.chunk_size or check the "
+                f"actors' logs") from None
+        except RayError as error:
+            raise SynthesisFailed(
+                f"pool {key}: a {self.generator} actor failed {ACTOR_RESTARTS + 1} times while "
+                f"generating ({_first_line(error)}); if it ran out of memory, lower "
+                f"synthesis.chunk_size or give actors more memory") from None
+        added = 0
+        for (start, stop), order, images in zip(chunks, orders, results):
+            if not isinstance(images, PoolImages):  # class-conditional: bare images
+                images = PoolImages(images, *order)
+            appended = await asyncio.to_thread(self.store.append, key, images, start)
+            if not appended:  # another sweep extended this pool meanwhile: recount
+                break
+            added += stop - start
+        return added
+
+    def _good_prefix(self, key: str, meta: dict, count: int) -> int:
+        """Create the pool if new; repair it if a shard among the first `count` images is bad;
+        return how many images it holds."""
+        self.store.create_pool(key, meta)
+        if self.store.verify(key, count):
+            kept = self.store.repair(key)
+            self.log.append(f"pool {key}: damaged shards found; kept the first {kept} images, "
+                            f"regenerating the rest")
+        return self.store.count(key)
+
+    def release_actors(self) -> int:
+        """Stop the generator actors (their GPUs go back to trials); return how many."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        released, self.actors = len(self.actors), []
+        return released
 
     def stats(self) -> dict:
         return {"generated": dict(self.generated), "log": list(self.log)}
@@ -158,31 +230,44 @@ def _pool_id(pool) -> int | tuple:
 def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int,
                     store: SyntheticStore, seeds: list, *, actors: int, cpus_per_actor: float,
                     gpus_per_actor: float, chunk_size: int, service_name: str,
-                    log=print, masking=None) -> tuple[object, list, dict]:
+                    log=print, load_timeout_s: float = LOAD_TIMEOUT_S,
+                    chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+                    masking=None) -> tuple[object, list, dict]:
     """Start the generator actors (the first trains or loads, the rest load) and the service.
 
-    `seeds` are pool ids: seeds, or (seed, mask_fraction, mask_region) when `masking` (a
-    `Masking`) makes this an inpainting source. Returns the service handle, the actor handles
-    and the first actor's info.
-    """
-    from raysweep.synthesis.service import pool_key, pool_meta
+    Every actor must report the same stored weights; the pools are keyed by them. `seeds` are
+    pool ids: seeds, or (seed, mask_fraction, mask_region) when `masking` (a `Masking`) makes
+    this an inpainting source. Returns the service handle, the actor handles and the first
+    actor's info.
 
+    Raises:
+        SynthesisFailed: an actor did not start (it died on every attempt, or waited longer
+            than `load_timeout_s` for resources or training), or actors hold different weights.
+    """
     threads = int(cpus_per_actor) if cpus_per_actor >= 1 else max(1, (os.cpu_count() or 1) // actors)
-    make = GeneratorActor.options(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
+    settings = {"num_cpus": cpus_per_actor, "num_gpus": gpus_per_actor}
+    if gpus_per_actor == 0:  # Ray leaves CUDA_VISIBLE_DEVICES alone without a GPU: hide them
+        settings["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    make = GeneratorActor.options(**settings)
     arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor,
                  masking)
     # The first actor trains (or loads) alone, so the others find the weights in the store.
     handles = [make.remote(*arguments)]
-    first = ray.get(handles[0].info.remote())
+    first = _wait(handles[0].info.remote(), name, load_timeout_s,
+                  f"{cpus_per_actor:g} CPU and {gpus_per_actor:g} GPU")
     handles += [make.remote(*arguments) for _ in range(actors - 1)]
-    ray.get([h.info.remote() for h in handles[1:]])
+    infos = [first] + [_wait(h.info.remote(), name, load_timeout_s,
+                             f"{cpus_per_actor:g} CPU and {gpus_per_actor:g} GPU")
+                       for h in handles[1:]]
+    if len({i["weights_sha256"] for i in infos}) != 1:
+        raise SynthesisFailed(f"generator {name}: its {actors} actors loaded different weights "
+                              f"({', '.join(sorted({i['weights_sha256'][:12] for i in infos}))}); "
+                              f"run `raysweep cache verify`")
     log(f"generator {name}: {actors} actor(s) loaded, {cpus_per_actor:g} CPU and "
         f"{gpus_per_actor:g} GPU each")
     pools = {}
     for seed in seeds:
         if masking is not None:
-            from raysweep.synthesis.inpaint import inpaint_pool_fields, inpaint_pool_key
-
             fields = inpaint_pool_fields(name, first["generator_key"], first["weights_sha256"],
                                          first["inpaint_config"], masking, train.fingerprint(),
                                          *seed)
@@ -191,6 +276,24 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
         fields = (name, first["generator_key"], first["weights_sha256"], train.num_classes, seed)
         pools[seed] = (pool_key(*fields), pool_meta(*fields))
     service = SynthesisService.options(name=service_name).remote(
-        str(store.root), handles, pools, train.num_classes, chunk_size,
+        str(store.root), name, handles, pools, train.num_classes, chunk_size, chunk_timeout_s,
         train.labels if masking is not None else None)
     return service, handles, first
+
+
+def _wait(ref, name: str, timeout_s: float, resources: str) -> dict:
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except GetTimeoutError:
+        raise SynthesisFailed(f"generator {name}: an actor did not start within {timeout_s:g}s; "
+                              f"check that a node has {resources} free") from None
+    except RayError as error:
+        raise SynthesisFailed(f"generator {name}: an actor failed to start "
+                              f"{ACTOR_RESTARTS + 1} times ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    """The most specific one-line cause Ray gives for a failure."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(cause).__name__)[:300]

@@ -1,19 +1,31 @@
 """Where the synthetic store keeps its bytes: a local directory or an S3 prefix.
 
-A backend stores named objects (`pools/<key>/shard-00000.npz`) under one root and offers the
-few operations the store needs: read, atomic write, exists, list, delete. A local write goes to
-a temp file that is renamed into place; an S3 PUT is atomic per object by itself. Both make the
-store's "data first, manifest last" order crash-safe.
+A backend stores named objects (`pools/<key>/shard-00000-1a2b3c4d.npz`) under one root and
+offers the few operations the store needs: read, atomic write, conditional write, exists, list,
+delete. A local write goes to a temp file that is renamed into place; an S3 PUT is atomic per
+object by itself. Both make the store's "data first, manifest last" order crash-safe.
+
+Every path is checked against a strict pattern (`check_path`) before it is used, and every key
+an S3 listing returns is checked before it becomes a local path: a hostile manifest or object
+key naming `../x` or `/etc/x` is refused, never followed outside the store.
+
+Two sweeps may share one store. A read-modify-write of a manifest is made safe by
+`write_if(path, data, version)`, which writes only if the object is still the version that was
+read: on S3 a conditional PUT (`If-Match` / `If-None-Match: *`), locally a comparison done under
+an `fcntl` lock (`lock(directory)`) that every writer of that directory holds.
 
 Generators are directories that libraries load from a local path (`from_pretrained`), so a
 backend also maps a directory to a local one: the store directory itself, or a cache under
-`~/.cache/raysweep/s3/<bucket>/<prefix>/` that is uploaded from and downloaded into, with a
-marker file (meta.json) uploaded last and downloaded last.
+`~/.cache/raysweep/s3/<bucket>/<prefix>/` that is uploaded from and downloaded into.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -21,6 +33,31 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from raysweep.errors import UserError
+
+
+# One path segment: starts with a letter, digit or underscore (so never `.`, `..` or a hidden
+# temp file), then letters, digits and `_ . + = -`. Paths are `/`-joined segments, never absolute.
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,199}")
+TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"
+
+
+class UnsafePath(RuntimeError):
+    """A store path or object key that could reach outside the store (absolute, `..`, odd)."""
+
+
+def check_path(path: str) -> str:
+    """`path` itself if every segment is a plain name; UnsafePath otherwise."""
+    parts = str(path).split("/")
+    if not path or not all(_SEGMENT.fullmatch(part) for part in parts):
+        raise UnsafePath(f"refusing store path {str(path)[:200]!r}: only plain names joined by "
+                         f"'/' are allowed (nothing absolute, no '..', no hidden names); the store "
+                         f"may have been tampered with")
+    return str(path)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def create_backend(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
@@ -43,29 +80,76 @@ class LocalBackend:
         self.url = str(self.root)
 
     def locate(self, path: str) -> Path:
-        return self.root / path
+        return self.root / check_path(path)
 
     def read_bytes(self, path: str) -> bytes:
         """The object's bytes; FileNotFoundError when there is none."""
-        return (self.root / path).read_bytes()
+        return self.locate(path).read_bytes()
+
+    def read_versioned(self, path: str) -> tuple[bytes | None, str | None]:
+        """(bytes, version) of an object, (None, None) when there is none."""
+        try:
+            data = self.read_bytes(path)
+        except FileNotFoundError:
+            return None, None
+        return data, sha256_bytes(data)
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        write_atomic(self.root / path, data)
+        write_atomic(self.locate(path), data)
+
+    def write_if(self, path: str, data: bytes, version: str | None) -> bool:
+        """Write only if the object is still `version` (None: only if absent); True if written.
+
+        Atomic against other writers only while the caller holds `lock()` on its directory.
+        """
+        if self.read_versioned(path)[1] != version:
+            return False
+        self.write_bytes(path, data)
+        return True
+
+    @contextlib.contextmanager
+    def lock(self, directory: str):
+        """An exclusive `fcntl` lock on a store directory, across threads and processes."""
+        lock_path = self.locate(directory) / LOCK_NAME
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def exists(self, path: str) -> bool:
-        return (self.root / path).is_file()
+        return self.locate(path).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        """Paths of all objects under `prefix`, relative to the root; temp files left out."""
-        base = self.root / prefix
+        """Paths of all objects under `prefix`, relative to the root; temp and lock files left
+        out. Symlinked directories are not followed."""
+        base = self.locate(prefix)
         if not base.is_dir():
             return []
-        paths = (p.relative_to(self.root) for p in base.rglob("*") if p.is_file())
-        return sorted(p.as_posix() for p in paths
-                      if not any(part.startswith(".") for part in p.parts))
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            found += [(Path(dirpath) / f).relative_to(self.root).as_posix()
+                      for f in filenames if not f.startswith(".")]
+        return sorted(check_path(p) for p in found)
+
+    def leftovers(self, prefix: str) -> list[str]:
+        """Temp files and folders under `prefix` that an interrupted write left behind."""
+        base = self.locate(prefix)
+        if not base.is_dir():
+            return []
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            for name in dirnames + filenames:
+                if name.startswith(TEMP_PREFIX):
+                    found.append(str(Path(dirpath) / name))
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        return sorted(found)
 
     def delete(self, path: str) -> None:
-        (self.root / path).unlink(missing_ok=True)
+        self.locate(path).unlink(missing_ok=True)
 
     def check(self) -> None:
         """Create the directory and prove it writable; UserError naming the path if not."""
@@ -80,13 +164,17 @@ class LocalBackend:
 
     def mirror_dir(self, path: str) -> Path:
         """The local directory for `path`: here, the store's own directory."""
-        return self.root / path
+        return self.locate(path)
 
-    def upload_dir(self, path: str, last: str) -> None:
+    def upload_dir(self, path: str) -> None:
         """Nothing to do: the mirror is the store."""
 
-    def download_dir(self, path: str, last: str) -> Path:
-        return self.root / path
+    def delete_dir(self, path: str) -> None:
+        shutil.rmtree(self.locate(path), ignore_errors=True)
+
+    def download_dir(self, path: str, files: dict[str, str]) -> Path:
+        """The directory itself (`files`, relative path -> sha256, is what it must hold)."""
+        return self.locate(path)
 
 
 class S3Backend:
@@ -124,21 +212,50 @@ class S3Backend:
         return self._client
 
     def locate(self, path: str) -> str:
-        return f"{self.url}/{path}"
+        return f"{self.url}/{check_path(path)}"
 
     def key(self, path: str) -> str:
         """The S3 object key of a store path."""
+        check_path(path)
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def read_bytes(self, path: str) -> bytes:
         """The object's bytes; FileNotFoundError when there is none."""
+        data = self.read_versioned(path)[0]
+        if data is None:
+            raise FileNotFoundError(self.locate(path))
+        return data
+
+    def read_versioned(self, path: str) -> tuple[bytes | None, str | None]:
+        """(bytes, ETag) of an object, (None, None) when there is none."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.key(path))["Body"].read()
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
         except self.client.exceptions.NoSuchKey:
-            raise FileNotFoundError(self.locate(path)) from None
+            return None, None
+        return answer["Body"].read(), answer["ETag"]
 
     def write_bytes(self, path: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data)
+
+    def write_if(self, path: str, data: bytes, version: str | None) -> bool:
+        """A conditional PUT: only if the ETag is still `version` (None: only if absent)."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data, **condition)
+        except ClientError as error:
+            # 412: another writer got there first; 409: a concurrent conditional PUT is in flight.
+            if error.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict",
+                                                   "412", "409"):
+                return False
+            raise
+        return True
+
+    @contextlib.contextmanager
+    def lock(self, directory: str):
+        """Nothing to hold: S3 writers serialise through conditional PUTs (`write_if`)."""
+        yield
 
     def exists(self, path: str) -> bool:
         from botocore.exceptions import ClientError
@@ -153,10 +270,22 @@ class S3Backend:
 
     def list(self, prefix: str) -> list[str]:
         """Paths of all objects under `prefix`, relative to the store root."""
-        start = len(self.key(""))
+        start = len(self.prefix) + 1 if self.prefix else 0
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.key(prefix.rstrip("/") + "/"))
-        return sorted(item["Key"][start:] for page in pages for item in page.get("Contents", []))
+            Bucket=self.bucket, Prefix=self.key(prefix.rstrip("/")) + "/")
+        return sorted(check_path(item["Key"][start:])
+                      for page in pages for item in page.get("Contents", []))
+
+    def leftovers(self, prefix: str) -> list[str]:
+        """Unfinished multipart uploads under `prefix` and temp folders in the local cache."""
+        answer = self.client.list_multipart_uploads(Bucket=self.bucket,
+                                                    Prefix=self.key(prefix.rstrip("/")) + "/")
+        found = [f"s3://{self.bucket}/{u['Key']} (unfinished upload {u['UploadId']})"
+                 for u in answer.get("Uploads", [])]
+        local = self.cache / prefix
+        if local.is_dir():
+            found += [str(p) for p in local.rglob(f"{TEMP_PREFIX}*")]
+        return sorted(found)
 
     def delete(self, path: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(path))
@@ -172,7 +301,7 @@ class S3Backend:
 
         client = _make_client(Config(**self.CHECK_CONFIG))
         where = f"store {self.url} (endpoint {client.meta.endpoint_url})"
-        probe = self.key(f".raysweep-check-{uuid.uuid4().hex}")
+        probe = "/".join(filter(None, (self.prefix, f".raysweep-check-{uuid.uuid4().hex}")))
         try:
             client.head_bucket(Bucket=self.bucket)
             client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
@@ -199,62 +328,57 @@ class S3Backend:
         """The local cache directory that mirrors `path`."""
         return self.cache / path
 
-    def upload_dir(self, path: str, last: str) -> None:
-        """Upload the mirror of `path`, the `last` file after every other one.
-
-        Any earlier upload under `path` is removed first, marker first, so a crash at any
-        point leaves either nothing marked done or the complete new directory.
-        """
-        for stale in sorted(self.list(path), key=lambda name: not name.endswith("/" + last)):
-            self.delete(stale)
+    def upload_dir(self, path: str) -> None:
+        """Upload the local mirror of `path` (a fresh, never reused directory name)."""
         local = self.mirror_dir(path)
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        for file in sorted(files, key=lambda p: p.relative_to(local).as_posix() == last):
-            relative = file.relative_to(local).as_posix()
+        for file in sorted(p for p in local.rglob("*") if p.is_file()):
+            relative = check_path(file.relative_to(local).as_posix())
             self.client.upload_file(str(file), self.bucket, self.key(f"{path}/{relative}"))
 
-    def download_dir(self, path: str, last: str) -> Path:
-        """The local mirror of `path`, downloaded unless the cached `last` file matches.
+    def delete_dir(self, path: str) -> None:
+        for name in self.list(path):
+            self.delete(name)
+        shutil.rmtree(self.mirror_dir(path), ignore_errors=True)
 
-        Raises:
-            FileNotFoundError: there is no `last` file under `path` on S3.
+    def download_dir(self, path: str, files: dict[str, str]) -> Path:
+        """The local mirror of `path`, downloaded (into a temp folder, then renamed) unless the
+        cache already holds it. `files` (relative path -> sha256) names what to fetch: only
+        those, each checked as a path first. Directories are immutable once stored, so a cached
+        copy is never replaced under a reader.
         """
         local = self.mirror_dir(path)
-        marker = self.read_bytes(f"{path}/{last}")
-        if _same_marker(local / last, marker):
+        if local.is_dir():
             return local
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{local.name}-", dir=local.parent))
-        for name in self.list(path):
-            relative = name[len(path.rstrip("/")) + 1:]
-            if relative != last:
-                (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
-                self.client.download_file(self.bucket, self.key(name), str(tmp / relative))
-        (tmp / last).write_bytes(marker)
-        if local.exists() and not _same_marker(local / last, marker):
-            shutil.rmtree(local, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{local.name}-", dir=local.parent))
         try:
+            for relative in sorted(files):
+                (tmp / check_path(relative)).parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(self.bucket, self.key(f"{path}/{relative}"),
+                                          str(tmp / relative))
             os.replace(tmp, local)
-        except OSError:  # another process on this machine finished the same download first
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not _same_marker(local / last, marker):
+        except OSError:
+            if not local.is_dir():  # not another process on this machine finishing first
                 raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return local
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    """Write to a temp file in the same directory, fsync, then rename over `path`; the temp
+    file is removed if anything fails (a full disk, an interrupt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _same_marker(path: Path, marker: bytes) -> bool:
-    return path.is_file() and path.read_bytes() == marker
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _make_client(config=None):
