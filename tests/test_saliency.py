@@ -125,3 +125,21 @@ def test_masks_find_known_objects(tmp_path):
         assert overlap["random"] == pytest.approx(fraction, abs=0.05)
         assert overlap["background"] < 0.5 * overlap["random"]
         assert overlap["foreground"] > 1.8 * overlap["random"]
+
+
+def test_reference_classifier_is_trained_once_and_cached(tmp_path):
+    rng = np.random.default_rng(0)
+    data = ImageDataset(rng.integers(0, 256, (24, 12, 12, 1), dtype=np.uint8), np.arange(24) % 3,
+                        ("a", "b", "c"), name="noise")
+    store = SyntheticStore(tmp_path)
+    options = {"backbone": "test_resnet", "epochs": 1, "input_size": 16}
+    first = ensure_reference_classifier(store, data, options, 0, val=data, log=lambda _m: None)
+    again = ensure_reference_classifier(store, data, options, 0, log=lambda _m: None)
+    assert not first.reused and again.reused and again.key == first.key
+    assert store.has_classifier(first.key) and not store.has_generator(first.key)
+    assert (again.logits(data.images) == first.logits(data.images)).all()
+    assert again.logits(data.images).shape == (24, 3)
+    assert again.features(data.images[:5]).shape == (5, again.model.num_features)
+    assert 0.0 <= first.val_accuracy <= 1.0
+    other = ensure_reference_classifier(store, data, options, 1, log=lambda _m: None)
+    assert other.key != first.key  # the seed is part of the key
