@@ -243,8 +243,8 @@ def test_generator_saved_twice_keeps_the_first_and_never_removes_it(tmp_path):
                                           lambda d: (Path(d) / "w.bin").write_bytes(b"second"))
     assert not stored and second == first and (first / "w.bin").read_bytes() == b"first"
     assert store.generator_meta("g")["n"] == 1
-    assert [p.name for p in (tmp_path / "generators" / "g").iterdir()
-            if not p.name.startswith(".")] == sorted([first.name, "meta.json"])
+    assert sorted(p.name for p in (tmp_path / "generators" / "g").iterdir()
+                  if not p.name.startswith(".")) == sorted([first.name, "meta.json"])
     (first / "w.bin").write_bytes(b"tampered")
     with pytest.raises(CorruptGenerator, match="w.bin does not match its checksum"):
         store.generator_dir("g")

@@ -222,6 +222,10 @@ class StableDiffusionInpaintGenerator:
         self.weights_fingerprint: str | None = None
         self.load_seconds: float | None = None
         self.nsfw_flagged = 0
+        # Each class's prompt through the text encoder once (set with class_names), so a batch
+        # only indexes them: the text encoder is off the sampling path.
+        self.prompt_embeds: torch.Tensor | None = None
+        self.negative_prompt_embeds: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
@@ -343,6 +347,7 @@ class StableDiffusionInpaintGenerator:
         self.pipe, self.weights_fingerprint = self._load_pipeline()
         self.data_shape = tuple(int(s) for s in images.shape[1:])
         self.class_names = tuple(str(c) for c in class_names)
+        self._encode_class_prompts()
         self.load_seconds = time.perf_counter() - started
         if progress is not None:
             progress(f"{self.name}: loaded in {self.load_seconds:.0f}s; prompts like "
@@ -397,7 +402,6 @@ class StableDiffusionInpaintGenerator:
             raise ValueError(f"{self.name}.sample_inpaint: labels must lie in "
                              f"[0, {len(self.class_names)})")
         height, width, channels = images.shape[1:]
-        prompts = [self.prompt_template.format(label=self.class_names[y]) for y in labels]
         out = []
         for start in range(0, labels.size, self.sample_batch_size):
             chunk = slice(start, start + self.sample_batch_size)
@@ -408,9 +412,7 @@ class StableDiffusionInpaintGenerator:
                            for mask in masks[chunk]]
             # 3. Inpaint.
             result = self.pipe(
-                prompt=prompts[chunk], image=sources, mask_image=mask_images,
-                negative_prompt=None if self.negative_prompt is None
-                else [self.negative_prompt] * len(prompts[chunk]),
+                **self._prompt_embeds(labels[chunk]), image=sources, mask_image=mask_images,
                 height=self.height, width=self.width, strength=self.strength,
                 num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
                 generator=[torch.Generator().manual_seed(int(s)) for s in seeds[chunk]],
@@ -420,6 +422,22 @@ class StableDiffusionInpaintGenerator:
             #    pipeline's device when no resize is needed).
             out.append(_paste_back(result.images, images[chunk], masks[chunk]))
         return np.concatenate(out)
+
+    @torch.no_grad()
+    def _encode_class_prompts(self) -> None:
+        prompts = [self.prompt_template.format(label=name) for name in self.class_names]
+        negative = None if self.negative_prompt is None else [self.negative_prompt] * len(prompts)
+        # The pipeline's own encoding, as its __call__ would do it; the negative embeddings
+        # are None without guidance.
+        self.prompt_embeds, self.negative_prompt_embeds = self.pipe.encode_prompt(
+            prompts, self.pipe.device, 1, self.guidance_scale > 1, negative_prompt=negative)
+
+    def _prompt_embeds(self, labels: np.ndarray) -> dict[str, torch.Tensor | None]:
+        """The pipeline's prompt arguments for these labels, from the per-class embeddings."""
+        index = torch.from_numpy(labels).to(self.prompt_embeds.device)
+        negative = self.negative_prompt_embeds
+        return {"prompt_embeds": self.prompt_embeds[index],
+                "negative_prompt_embeds": None if negative is None else negative[index]}
 
     def _count_flagged(self, result) -> None:
         flagged = sum(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or []))
@@ -468,4 +486,5 @@ class StableDiffusionInpaintGenerator:
                           stacklevel=2)
         self.data_shape = tuple(int(s) for s in state["data_shape"])
         self.class_names = tuple(state["class_names"])
+        self._encode_class_prompts()
         self.load_seconds = time.perf_counter() - started

@@ -180,6 +180,10 @@ class StableDiffusionText2ImgGenerator:
         self.weights_fingerprint: str | None = None
         self.load_seconds: float | None = None
         self.nsfw_flagged = 0
+        # Each class's prompt through the text encoder once (set with class_names), so a batch
+        # only indexes them: the text encoder is off the sampling path.
+        self.prompt_embeds: torch.Tensor | None = None
+        self.negative_prompt_embeds: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict[str, Any]:
@@ -299,6 +303,7 @@ class StableDiffusionText2ImgGenerator:
         self.pipe, self.weights_fingerprint = self._load_pipeline()
         self.data_shape = tuple(int(s) for s in images.shape[1:])
         self.class_names = tuple(str(c) for c in class_names)
+        self._encode_class_prompts()
         self.load_seconds = time.perf_counter() - started
         if progress is not None:
             progress(f"{self.name}: loaded in {self.load_seconds:.0f}s; prompts like "
@@ -320,14 +325,11 @@ class StableDiffusionText2ImgGenerator:
             return np.zeros((0, height, width, channels), np.uint8)
         if labels.min() < 0 or labels.max() >= len(self.class_names):
             raise ValueError(f"{self.name}.sample: labels must lie in [0, {len(self.class_names)})")
-        prompts = [self.prompt_template.format(label=self.class_names[y]) for y in labels]
         out = []
         for start in range(0, labels.size, self.sample_batch_size):
             chunk = slice(start, start + self.sample_batch_size)
             result = self.pipe(
-                prompt=prompts[chunk],
-                negative_prompt=None if self.negative_prompt is None
-                else [self.negative_prompt] * len(prompts[chunk]),
+                **self._prompt_embeds(labels[chunk]),
                 height=self.height, width=self.width, num_inference_steps=self.steps,
                 guidance_scale=self.guidance_scale,
                 generator=[torch.Generator().manual_seed(int(s)) for s in seeds[chunk]],
@@ -335,6 +337,22 @@ class StableDiffusionText2ImgGenerator:
             self._count_flagged(result)
             out.append(_to_data_shape(result.images, height, width, channels))
         return np.concatenate(out)
+
+    @torch.no_grad()
+    def _encode_class_prompts(self) -> None:
+        prompts = [self.prompt_template.format(label=name) for name in self.class_names]
+        negative = None if self.negative_prompt is None else [self.negative_prompt] * len(prompts)
+        # The pipeline's own encoding, as its __call__ would do it; the negative embeddings
+        # are None without guidance.
+        self.prompt_embeds, self.negative_prompt_embeds = self.pipe.encode_prompt(
+            prompts, self.pipe.device, 1, self.guidance_scale > 1, negative_prompt=negative)
+
+    def _prompt_embeds(self, labels: np.ndarray) -> dict[str, torch.Tensor | None]:
+        """The pipeline's prompt arguments for these labels, from the per-class embeddings."""
+        index = torch.from_numpy(labels).to(self.prompt_embeds.device)
+        negative = self.negative_prompt_embeds
+        return {"prompt_embeds": self.prompt_embeds[index],
+                "negative_prompt_embeds": None if negative is None else negative[index]}
 
     def _count_flagged(self, result) -> None:
         flagged = sum(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or []))
@@ -383,4 +401,5 @@ class StableDiffusionText2ImgGenerator:
                           stacklevel=2)
         self.data_shape = tuple(int(s) for s in state["data_shape"])
         self.class_names = tuple(state["class_names"])
+        self._encode_class_prompts()
         self.load_seconds = time.perf_counter() - started
