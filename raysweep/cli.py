@@ -18,6 +18,11 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="override a spec key, e.g. --set training.epochs=2")
     parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance")
     parser.add_argument("--num-gpus", type=float, help="GPUs (logical ones too) for local Ray")
+    parser.add_argument("--address", help="a running Ray cluster (`auto` on its head); "
+                                          "local Ray if unset")
+    parser.add_argument("--storage", metavar="URI",
+                        help="one prefix every node reaches (s3://bucket/prefix) for Tune's "
+                             "storage, the synthetic store and MLflow artifacts")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(run)
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                                             "then the spec, then sqlite:///mlflow.db)")
-    run.add_argument("--address", help="Ray cluster address (`auto` on a cluster); local if unset")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the latest unfinished sweep of the spec's experiment")
 
     validate = commands.add_parser("validate", help="check a spec and print what it would run")
     _add_spec_arguments(validate)
@@ -59,30 +65,78 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args) -> "Plan":  # noqa: F821 - imported lazily to keep `--help` fast
+    """The spec and its plan; with --address, also against the cluster (left connected)."""
     from raysweep.plan import build_plan
     from raysweep.spec import load_spec
+    from raysweep.storage import apply_storage
 
-    return build_plan(load_spec(args.spec, args.overrides), num_cpus=args.num_cpus,
-                      num_gpus=args.num_gpus, local=getattr(args, "address", None) is None)
+    spec = apply_storage(load_spec(args.spec, args.overrides), args.storage)
+    if spec.storage:
+        from raysweep.synthesis.store import SyntheticStore
+
+        SyntheticStore(spec.storage).check()
+    if args.address:
+        _check_cluster(spec, args.address)
+    return build_plan(spec, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                      local=args.address is None)
+
+
+def _check_cluster(spec, address: str) -> None:
+    """Connect, then check the spec against what the cluster has and its autoscaler may add."""
+    from raysweep import cluster
+    from raysweep.plan import check_budget
+    from raysweep.storage import check_shared
+
+    cluster.connect(address)
+    capacity = cluster.capacity()
+    print(capacity.describe(), flush=True)
+    if capacity.multi_node:
+        check_shared(spec)
+    check_budget(spec, capacity.cpus, capacity.gpus)
+    if spec.tune.gpus_per_trial > capacity.max_node_gpus:
+        raise UserError(f"tune.gpus_per_trial: {spec.tune.gpus_per_trial:g} GPU, but no node of "
+                        f"the cluster has more than {capacity.max_node_gpus:g}; lower it")
 
 
 def cmd_validate(args) -> int:
-    plan = _validate(args)
-    print(plan.summary())
+    try:
+        plan = _validate(args)
+        print(plan.summary())
+    finally:
+        _disconnect()
     return 0
 
 
+def _disconnect() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def cmd_run(args) -> int:
-    plan = _validate(args)
+    from raysweep.lifecycle import SweepInterrupted
     from raysweep.redaction import redact_uri
-    from raysweep.sweep import log, run_sweep
+    from raysweep.sweep import find_resumable, log, run_sweep
     from raysweep.tracking import resolve_tracking_uri
 
-    tracking_uri = resolve_tracking_uri(args.tracking_uri, plan.spec.tracking.tracking_uri)
-    print(plan.summary(), flush=True)
-    result = run_sweep(plan, tracking_uri, address=args.address, num_cpus=args.num_cpus,
-                       num_gpus=args.num_gpus)
+    try:
+        plan = _validate(args)
+        tracking_uri = resolve_tracking_uri(args.tracking_uri, plan.spec.tracking.tracking_uri)
+        resume = find_resumable(plan.spec, tracking_uri) if args.resume else None
+        print(plan.summary(), flush=True)
+        result = run_sweep(plan, tracking_uri, address=args.address, num_cpus=args.num_cpus,
+                           num_gpus=args.num_gpus, resume=resume)
+    except SweepInterrupted as interrupted:
+        print(f"raysweep: {interrupted}: the sweep is KILLED in MLflow; continue it with "
+              f"raysweep run {args.spec} --resume", file=sys.stderr)
+        return 128 + interrupted.signum
+    finally:
+        _disconnect()
     log(f"sweep done in {result.seconds:.0f}s: {result.trials} trials, {result.errors} failed")
+    if result.errors == result.trials:
+        log("no trial finished, so there is nothing to compare; the trials' errors are above")
+        return 1
     _print_report(tracking_uri, result.experiment, None, "test_balanced_accuracy", None,
                   parent_run_id=result.parent_run_id)
     log(f"compare the trials: mlflow ui --backend-store-uri {redact_uri(tracking_uri)}")

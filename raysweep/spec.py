@@ -158,6 +158,8 @@ class TuneSpec(_Strict):
                     "train_loss"] = "val_balanced_accuracy"
     mode: Literal["max", "min"] = "max"
     storage_path: str = ".raysweep/tune"
+    # A trial that fails (a lost node, an OOM) is retried from its last checkpoint this often.
+    max_failures: int = Field(default=2, ge=0, le=100)
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -214,6 +216,9 @@ class Spec(_Strict):
 
     name: str
     description: str = ""
+    # One prefix every node can reach (s3://bucket/prefix): Tune's storage, the store and
+    # MLflow artifacts default to folders under it (see raysweep/storage.py).
+    storage: str | None = None
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
     synthesis: SynthesisSpec = Field(default_factory=SynthesisSpec)

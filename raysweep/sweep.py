@@ -1,6 +1,8 @@
 """Run a sweep: plan → generator and pools → Tune trials → MLflow → report.
 
-Everything that can be wrong with the input is found by `build_plan` before Ray starts.
+Everything that can be wrong with the input is found by `build_plan` before Ray starts. How
+the sweep ends (FINISHED, FAILED, KILLED) is `lifecycle.py`'s; `--resume` restores Tune's
+state from the storage path tagged on the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -14,16 +16,25 @@ import ray
 from ray import tune
 from mlflow.tracking import MlflowClient
 
+from raysweep.cluster import worker_env
+from raysweep.errors import UserError
 from raysweep.figures import sample_grid
+from raysweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_runs
 from raysweep.plan import Plan, TrialPlanner, describe_pool, reference_options, search_and_scheduler
 from raysweep.redaction import redact_uri
 from raysweep.reference_classifier import ensure_reference_classifier
 from raysweep.spec import spec_to_yaml
+from raysweep.storage import absolute, artifact_location
 from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
 from raysweep.synthesis.inpaint import Masking
 from raysweep.synthesis.store import SyntheticStore
-from raysweep.tracking import MLflowTrialCallback, end_run, log_params, start_parent_run
+from raysweep.tracking import (SWEEP_TAG, MLflowTrialCallback, latest_unfinished_sweep,
+                               log_params, start_parent_run)
 from raysweep.trial import train_fn
+
+# The parent run's tag for Tune's storage path, so `--resume` finds the sweep's state even
+# when the spec's defaults have changed since.
+STORAGE_TAG = "raysweep.tune_storage"
 
 
 def log(message: str) -> None:
@@ -110,74 +121,146 @@ def prepare_masking(plan: Plan, store: SyntheticStore, costs: dict) -> Masking |
                    saliency.smoothing)
 
 
+@dataclass(frozen=True)
+class Resumable:
+    """An unfinished sweep `--resume` continues: its id and where Tune keeps its state."""
+
+    sweep_id: str
+    storage_path: str
+
+    @property
+    def tune_path(self) -> str:
+        return f"{self.storage_path}/{self.sweep_id}"
+
+
+def new_sweep_id(spec) -> str:
+    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def find_resumable(spec, tracking_uri: str) -> Resumable:
+    """The latest unfinished sweep of the spec's experiment that Tune can restore; one-line
+    UserError when there is none (checked before Ray starts)."""
+    run = latest_unfinished_sweep(tracking_uri, spec.experiment_name())
+    fix = "run without --resume to start a new sweep"
+    if run is None:
+        raise UserError(f"--resume: experiment {spec.experiment_name()!r} at {redact_uri(tracking_uri)} "
+                        f"has no unfinished sweep; {fix}")
+    tags = run.data.tags
+    found = Resumable(tags[SWEEP_TAG], tags.get(STORAGE_TAG, absolute(spec.tune.storage_path)))
+    if not tune.Tuner.can_restore(found.tune_path):
+        raise UserError(f"--resume: sweep {found.sweep_id} left no Tune state at {found.tune_path}; "
+                        f"{fix}")
+    return found
+
+
 def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
-              num_cpus: int | None = None, num_gpus: float | None = None) -> SweepResult:
+              num_cpus: int | None = None, num_gpus: float | None = None,
+              resume: Resumable | None = None) -> SweepResult:
+    """Run (or, with `resume`, continue) the sweep. The parent run ends FINISHED, FAILED (an
+    error, or failed trials) or KILLED (SIGINT/SIGTERM: `SweepInterrupted` is raised), its
+    RUNNING children with it, and a Ray instance started here is shut down on every path."""
     spec = plan.spec
     started = time.perf_counter()
-    store = SyntheticStore(spec.store.path)
-    sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    experiment_id, parent_run_id = start_parent_run(tracking_uri, spec.experiment_name(),
-                                                    sweep_id, run_name=sweep_id)
+    sweep_id = resume.sweep_id if resume else new_sweep_id(spec)
+    storage_path = resume.storage_path if resume else absolute(spec.tune.storage_path)
+    experiment_id, parent_run_id = start_parent_run(
+        tracking_uri, spec.experiment_name(), sweep_id, run_name=sweep_id,
+        tags={STORAGE_TAG: storage_path}, artifact_location=artifact_location(spec))
     client = MlflowClient(tracking_uri)
-    log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} "
-        f"at {redact_uri(tracking_uri)}")
-    try:
-        log_params(client, parent_run_id, {**plan.fixed_params, "trials": plan.trial_count,
-                                           "generators": ",".join(plan.generators) or "none"})
-        with tempfile.TemporaryDirectory() as directory:
-            (Path(directory) / "spec.yaml").write_text(spec_to_yaml(spec))
-            client.log_artifact(parent_run_id, str(Path(directory) / "spec.yaml"))
+    log(f"MLflow: experiment {spec.experiment_name()!r}, parent run {parent_run_id} at "
+        f"{redact_uri(tracking_uri)}" + (f" (resuming sweep {sweep_id})" if resume else ""))
+    owns_ray = not ray.is_initialized()
+    status = "FAILED"
+    with Interruptible() as interrupt:
+        try:
+            _log_spec(client, parent_run_id, plan)
+            if owns_ray:
+                # "local": always a new instance; without it, Ray may join another one running
+                # on this machine (another user's, or one a killed driver left behind).
+                ray.init(address=address or "local", num_cpus=num_cpus, num_gpus=num_gpus,
+                         include_dashboard=False, runtime_env={"env_vars": worker_env()})
+                interrupt.install()  # Ray's core worker took SIGTERM over; take it back
+            store = SyntheticStore(spec.store.path)
+            planner = plan.trial_planner(sweep_id, str(store.root))
+            services, actors = {}, []
+            if plan.pools:
+                services, actors, pools, costs = prepare_synthetic(plan, store, planner)
+                for key, value in costs.items():
+                    client.log_metric(parent_run_id, key, value)
+                _log_pool_grids(client, parent_run_id, store, pools, plan)
+            callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
+                                           plan.fixed_params, planner)
+            tuner = _tuner(plan, planner, sweep_id, storage_path, callback, resume)
+            interrupt.in_tune = True
+            results = tuner.fit()
+            interrupt.in_tune = False
+            interrupt.check()
+            if actors:
+                client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
+                generated = sum(sum(ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
+                                    ["generated"].values()) for service in services.values())
+                client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
+            errors = len(results.errors)
+            if errors == 0:
+                best = results.get_best_result()
+                client.log_metric(parent_run_id, f"best_{spec.tune.metric}",
+                                  float(best.metrics[spec.tune.metric]))
+            seconds = time.perf_counter() - started
+            client.log_metric(parent_run_id, "sweep_seconds", seconds)
+            status = "FINISHED" if errors == 0 else "FAILED"
+        except (SweepInterrupted, KeyboardInterrupt):
+            status = "KILLED"
+            raise
+        finally:
+            interrupt.in_tune = False
+            try:
+                end_sweep_runs(client, experiment_id, parent_run_id, status)
+            finally:
+                if owns_ray:
+                    ray.shutdown()
+    return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
+                       seconds)
 
-        owns_ray = not ray.is_initialized()
-        if owns_ray:
-            ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus,
-                     include_dashboard=False)
-        planner = plan.trial_planner(sweep_id, str(store.root))
-        services, actors, pools = {}, [], {}
-        if plan.pools:
-            services, actors, pools, costs = prepare_synthetic(plan, store, planner)
-            for key, value in costs.items():
-                client.log_metric(parent_run_id, key, value)
-            _log_pool_grids(client, parent_run_id, store, pools, plan)
-        trainable = tune.with_resources(tune.with_parameters(train_fn, planner=planner),
-                                        plan.resources)
-        callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
-                                       plan.fixed_params, planner)
-        search, scheduler = search_and_scheduler(spec)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=plan.param_space,
-            tune_config=tune.TuneConfig(
-                metric=spec.tune.metric, mode=spec.tune.mode, num_samples=plan.num_samples,
-                search_alg=search, scheduler=scheduler,
-                max_concurrent_trials=spec.tune.max_concurrent_trials,
-                # Trials share one process per slot: torch, timm and the data load once per
-                # slot, not once per trial (seconds each on a laptop).
-                reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=sweep_id, storage_path=str(Path(spec.tune.storage_path).resolve()),
-                callbacks=[callback], verbose=1,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-        )
-        results = tuner.fit()
-        if actors:
-            client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
-            generated = sum(sum(ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
-                                ["generated"].values()) for service in services.values())
-            client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
-        if owns_ray:
-            ray.shutdown()
-        errors = len(results.errors)
-        if errors == 0:
-            best = results.get_best_result()
-            client.log_metric(parent_run_id, f"best_{spec.tune.metric}",
-                              float(best.metrics[spec.tune.metric]))
-        seconds = time.perf_counter() - started
-        client.log_metric(parent_run_id, "sweep_seconds", seconds)
-        end_run(tracking_uri, parent_run_id, "FINISHED" if errors == 0 else "FAILED")
-    except BaseException:
-        end_run(tracking_uri, parent_run_id, "KILLED")
-        raise
+
+def _log_spec(client: MlflowClient, run_id: str, plan: Plan) -> None:
+    log_params(client, run_id, {**plan.fixed_params, "trials": plan.trial_count,
+                                "generators": ",".join(plan.generators) or "none"})
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / "spec.yaml").write_text(spec_to_yaml(plan.spec))
+        client.log_artifact(run_id, str(Path(directory) / "spec.yaml"))
+
+
+def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
+           callback: MLflowTrialCallback, resume: Resumable | None) -> tune.Tuner:
+    """A new Tuner, or the interrupted one restored: finished trials stay finished, unfinished
+    and errored ones continue from their last checkpoint."""
+    spec = plan.spec
+    trainable = tune.with_resources(tune.with_parameters(train_fn, planner=planner),
+                                    plan.resources)
+    if resume:
+        return tune.Tuner.restore(resume.tune_path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True, param_space=plan.param_space)
+    search, scheduler = search_and_scheduler(spec)
+    return tune.Tuner(
+        trainable,
+        param_space=plan.param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.tune.metric, mode=spec.tune.mode, num_samples=plan.num_samples,
+            search_alg=search, scheduler=scheduler,
+            max_concurrent_trials=spec.tune.max_concurrent_trials,
+            # Trials share one process per slot: torch, timm and the data load once per
+            # slot, not once per trial (seconds each on a laptop).
+            reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=sweep_id, storage_path=storage_path, callbacks=[callback], verbose=1,
+            # Every checkpoint is kept: Tune deletes an old one when it registers a new one, but
+            # saves its experiment state later, so a driver killed in between leaves a state
+            # naming a deleted checkpoint, and `--resume` could not restore that trial (seen
+            # with num_to_keep=1). The price is disk in the storage path: one per epoch.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            # A trial that fails (a lost node, an OOM) restarts from its last checkpoint.
+            failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures)),
+    )
     return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
                        seconds)
 

@@ -7,6 +7,7 @@ sweep continues each trial's run instead of adding a second one.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -40,9 +41,49 @@ def resolve_tracking_uri(cli_value: str | None, spec_value: str | None) -> str:
     return uri
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
+# An MLflow write that fails ("database is locked" under a busy sqlite file, HTTP 5xx from a
+# restarting server) is tried again this many times, waiting 0.5 s, 1 s, 2 s ... in between.
+TRACKING_ATTEMPTS = 6
+
+
+def retrying(call):
+    """`call`, retried on any error with exponential backoff; the last error propagates."""
+
+    @functools.wraps(call)
+    def wrapper(*args, **kwargs):
+        for attempt in range(TRACKING_ATTEMPTS):
+            try:
+                return call(*args, **kwargs)
+            except Exception:
+                if attempt == TRACKING_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+
+    return wrapper
+
+
+def never_fatal(hook):
+    """A Tune callback hook whose MLflow errors, once retries run out, are printed, not raised:
+    an exception in a callback would abort the whole sweep, and the trials are fine."""
+
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return retrying(hook)(self, *args, **kwargs)
+        except Exception as error:
+            trial = kwargs.get("trial")
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            print(f"[raysweep] MLflow: {hook.__name__} for trial "
+                  f"{getattr(trial, 'trial_id', '?')} not recorded ({first_line}); "
+                  f"the sweep goes on", flush=True)
+
+    return wrapper
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    return experiment.experiment_id if experiment else \
+        client.create_experiment(name, artifact_location=artifact_location)
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict) -> None:
@@ -88,12 +129,14 @@ class MLflowTrialCallback(Callback):
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
+    @never_fatal
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
         config = trial.config
         generator = self.planner.trial_plan(config).generator or "none"
         log_params(self.client, run_id, {**self.fixed_params, **config, "generator": generator})
 
+    @never_fatal
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_for(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -103,6 +146,7 @@ class MLflowTrialCallback(Callback):
                    and isinstance(value, (int, float))]
         self.client.log_batch(run_id, metrics=metrics)
 
+    @never_fatal
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
         if trial.checkpoint is not None:
@@ -113,6 +157,7 @@ class MLflowTrialCallback(Callback):
                     self.client.log_artifacts(run_id, str(artifacts))
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
+    @never_fatal
     def on_trial_error(self, iteration, trials, trial, **info):
         self.client.set_terminated(self._run_for(trial), RunStatus.to_string(RunStatus.FAILED))
 
@@ -121,11 +166,13 @@ def _run_name(config: dict) -> str:
     return " ".join(f"{key}={value}" for key, value in config.items())
 
 
-def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name: str) -> tuple[str, str]:
+def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name: str,
+                     tags: dict | None = None,
+                     artifact_location: str | None = None) -> tuple[str, str]:
     """Create (or find, when resuming) the sweep's parent run; returns (experiment_id, run_id)."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    exp_id = experiment_id(client, experiment)
+    exp_id = experiment_id(client, experiment, artifact_location)
     found = client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
                                                          f"tags.`raysweep.role` = 'sweep'")
     if found:
@@ -133,8 +180,26 @@ def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name
         client.update_run(run_id, status="RUNNING")
         return exp_id, run_id
     run = client.create_run(exp_id, run_name=run_name,
-                            tags={SWEEP_TAG: sweep_id, "raysweep.role": "sweep"})
+                            tags={SWEEP_TAG: sweep_id, "raysweep.role": "sweep", **(tags or {})})
     return exp_id, run.info.run_id
+
+
+def latest_unfinished_sweep(tracking_uri: str, experiment: str):
+    """The newest parent run of `experiment` that did not finish (RUNNING after a killed
+    driver, KILLED after Ctrl-C, FAILED), or None. A sqlite store that does not exist yet has
+    none, and is not created by asking."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).exists():
+        return None
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id],
+                              filter_string="tags.`raysweep.role` = 'sweep' and "
+                                            "attributes.status != 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shlex
+import signal
+import socket
+import subprocess
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -28,14 +33,12 @@ def cluster() -> dict:
 
 
 def mlflow_server_args(cluster: dict) -> list[str]:
-    """The words of the `mlflow server` command among the head's start commands."""
+    """The `mlflow server` options among the head's start commands (after the starter's `--`)."""
     for command in cluster["head_start_ray_commands"]:
-        for part in re.split(r"&&|\|\||;|&", command):
-            words = shlex.split(part)
-            for i, word in enumerate(words[:-1]):
-                if word.endswith("mlflow") and words[i + 1] == "server":
-                    return words[i + 2:]
-    raise AssertionError("no `mlflow server` in head_start_ray_commands")
+        words = shlex.split(command)
+        if "raysweep.tracking_server" in words:
+            return words[words.index("--") + 1:]
+    raise AssertionError("no `python -m raysweep.tracking_server` in head_start_ray_commands")
 
 
 def option(args: list[str], name: str) -> str:
@@ -62,11 +65,24 @@ def test_aws_cpu_head_and_gpu_workers(cluster):
     assert cluster["max_workers"] >= gpu["max_workers"]
 
 
-def test_head_runs_mlflow_with_sqlite_runs_and_s3_artifacts(cluster):
+def test_head_runs_mlflow_on_loopback_with_its_database_on_the_host_disk(cluster):
     args = mlflow_server_args(cluster)
-    assert option(args, "--backend-store-uri").startswith("sqlite:////")
+    database = option(args, "--backend-store-uri")
+    assert database == "sqlite:///~/mlflow/mlflow.db"  # ~ is the container's home, /home/ray
+    assert "-v /home/ubuntu/mlflow:/home/ray/mlflow" in cluster["docker"]["head_run_options"]
     assert option(args, "--default-artifact-root").startswith("s3://")
-    assert option(args, "--host") == "0.0.0.0" and option(args, "--port") == "5000"
+    assert option(args, "--host") == "127.0.0.1" and option(args, "--port") == "5000"
+    start = next(c for c in cluster["head_start_ray_commands"] if "ray start --head" in c)
+    assert "--dashboard-host=127.0.0.1" in start
+
+
+def test_nodes_name_an_ami_and_their_own_least_privilege_profiles(cluster):
+    configs = {name: t["node_config"] for name, t in cluster["available_node_types"].items()}
+    assert all(c.get("ImageId") == "YOUR-DLAMI-ID" for c in configs.values())
+    profiles = {name: c["IamInstanceProfile"]["Arn"].rsplit("/", 1)[-1] for name, c in configs.items()}
+    assert profiles == {"ray.head.cpu": "raysweep-head", "ray.worker.gpu": "raysweep-worker"}
+    readme = (REPO / "docker" / "README.md").read_text()
+    assert "raysweep-head" in readme and "raysweep-worker" in readme
 
 
 def test_docker_image_is_ours_not_ray_ml(cluster):
@@ -76,12 +92,120 @@ def test_docker_image_is_ours_not_ray_ml(cluster):
     assert all(image.rsplit("/", 1)[-1].startswith("raysweep:") for image in images)
 
 
-def test_dockerfile_base_is_rayproject_ray_at_the_installed_version():
+def pinned(name: str) -> str:
+    for line in (REPO / "docker" / "constraints.txt").read_text().splitlines():
+        package, _, version = line.partition("==")
+        if package.strip().lower() == name:
+            return version.strip()
+    raise AssertionError(f"docker/constraints.txt pins no {name}")
+
+
+def test_dockerfile_base_is_rayproject_ray_at_the_pinned_version():
     text = (REPO / "docker" / "Dockerfile").read_text()
     bases = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     assert len(bases) == 1, bases
     name, _, tag = bases[0].partition(":")
     assert name == "rayproject/ray", f"base {bases[0]} is not rayproject/ray (ray-ml is gone)"
-    assert tag.split("-")[0] == ray.__version__, f"base {bases[0]} vs ray {ray.__version__}"
-    assert "py311" in tag.split("-") and "gpu" in tag.split("-")
-    assert re.search(r"pip install\b.*\s\.(\s|$)", text), "the image must pip install the repo"
+    assert tag.split("-")[0] == pinned("ray"), f"base {bases[0]} vs ray=={pinned('ray')} pinned"
+    # CPU base: torch's wheel brings its own CUDA; a -gpu base would add a second stack.
+    assert "py311" in tag.split("-") and tag.endswith("-cpu")
+    assert re.search(r"pip install\b.*-c docker/constraints.txt\s+\.(\s|$)", text), \
+        "the image must pip install the repo with the constraints"
+
+
+def test_ci_runs_readme_test_command_with_the_constraints():
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
+    assert "pip install -c docker/constraints.txt -e '.[test]'" in ci
+    readme = (REPO / "README.md").read_text()
+    assert ci[-1] == "python -m pytest -q" and f"&& {ci[-1]}\n" in readme
+
+
+FAKE_DOCKER = """#!/usr/bin/env bash
+# Stands in for `docker` on a machine without a daemon: `exec [-it] [-e VAR=…] NAME CMD…` runs
+# CMD here, the way the container would; anything else is an error.
+[ "$1" = exec ] || { echo "fake docker: only exec" >&2; exit 1; }
+shift
+while [ $# -gt 0 ]; do
+  case "$1" in -it|-i|-t) shift;; -e) shift 2;; *) break;; esac
+done
+shift  # the container's name
+exec "$@"
+"""
+
+
+class LocalHost:
+    """Ray's process runner, with `ssh … user@host CMD` run by a shell on this machine instead."""
+
+    DEVNULL = subprocess.DEVNULL
+
+    def __init__(self, environment: dict):
+        self.environment = environment
+
+    def _local(self, command: list[str]) -> list[str]:
+        at = next(i for i, word in enumerate(command) if word.startswith("ray@"))
+        return ["bash", "-c", " ".join(command[at + 1:])]  # what sshd runs for the remote user
+
+    def check_call(self, command, **kwargs):
+        return subprocess.check_call(self._local(command), env=self.environment, timeout=300,
+                                     stdin=subprocess.DEVNULL)
+
+    def check_output(self, command, **kwargs):
+        return subprocess.check_output(self._local(command), env=self.environment, timeout=300)
+
+
+class OneNode:
+    """The node provider Ray's command runner asks for the node's address."""
+
+    def internal_ip(self, node_id):
+        return "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_head_commands_start_mlflow_through_rays_command_wrapping(cluster, tmp_path):
+    """The head's setup and start commands, as `ray up` runs them: Ray's DockerCommandRunner
+    wraps each in `docker exec … bash --login -c -i` and its SSH runner wraps that again; only
+    ssh and docker are replaced (a local shell, and a `docker` that runs the command here).
+    `ray stop`/`ray start` are left out: on a shared machine `ray stop` ends everyone's Ray."""
+    from ray.autoscaler._private.command_runner import DockerCommandRunner
+
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    home.mkdir()
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    # The node's login environment (bash --login resets PATH from /etc/profile): our `docker`,
+    # this checkout's raysweep and this machine's python, as the image's would be.
+    (home / ".profile").write_text(f"export PATH={bin_dir}:{os.environ['PATH']}\n"
+                                   f"export PYTHONPATH={REPO}\n")
+    (home / ".bashrc").write_text("")
+    port = free_port()  # 5000 may be taken on a shared machine
+    environment = {**os.environ, "HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                   "PYTHONPATH": str(REPO)}
+    runner = DockerCommandRunner(
+        cluster["docker"], log_prefix="test", node_id="head", provider=OneNode(),
+        auth_config={"ssh_user": "ray"}, cluster_name=cluster["cluster_name"],
+        process_runner=LocalHost(environment), use_internal_ip=True)
+    commands = cluster["head_setup_commands"] + [
+        c for c in cluster["head_start_ray_commands"] if not re.search(r"\bray (stop|start)\b", c)]
+    assert any("mlflow" in c for c in commands)
+    pid_file = home / "mlflow" / "mlflow-server.pid"
+    try:
+        for attempt in range(2):  # the second `ray up` must find the first server, not a second
+            for command in commands:
+                runner.run(command.replace("--port 5000", f"--port {port}"))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+                assert answer.status == 200
+            if attempt == 0:
+                first = pid_file.read_text()
+        assert pid_file.read_text() == first
+        assert (home / "mlflow" / "mlflow.db").is_file()  # ~ became the container's home
+        assert (home / ".bashrc").read_text().count("MLFLOW_TRACKING_URI") == 1
+    finally:
+        if pid_file.exists():
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)

@@ -1,12 +1,15 @@
-"""A sweep on a multi-node Ray cluster (ray.cluster_utils.Cluster, logical GPUs), with the
-synthetic store on S3 and MLflow as a server with S3 artifacts, all on loopback: the shape of
-`ray up cluster.yaml` followed by `raysweep run SPEC --address auto`."""
+"""A sweep on a multi-node Ray cluster (ray.cluster_utils.Cluster, logical GPUs), with Tune's
+storage, the synthetic store and MLflow's artifacts under one S3 prefix (`--storage`) and MLflow
+as a server, all on loopback: the shape of `ray up cluster.yaml` followed by `raysweep run SPEC
+--address auto --storage s3://…`. The GPU node running the trials is removed mid-sweep, and its
+trials finish on a node that joined later, from their checkpoints on S3."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -14,6 +17,8 @@ import boto3
 import mlflow
 import pytest
 import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
 from ray.cluster_utils import Cluster
 
 from raysweep.cli import main
@@ -26,9 +31,8 @@ generator:
   name: ddpm
   options: {{steps: 3, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}}
 synthesis: {{actors: 2, gpus_per_actor: 0.25, chunk_size: 16}}
-training: {{epochs: 1, batch_size: 16, input_size: 16}}
+training: {{epochs: 8, batch_size: 16, input_size: 16}}
 tune: {{cpus_per_trial: 1, gpus_per_trial: 0.5}}
-store: {{path: "s3://{bucket}/raysweep"}}
 sweep:
   synthetic_ratio: [0, 1]
   backbone: test_resnet
@@ -68,33 +72,70 @@ def mlflow_server(tmp_path, bucket, endpoint, monkeypatch):
     process.wait(timeout=30)
 
 
+def remove_node_while_trials_run(cluster: Cluster, node, tracking_uri: str,
+                                 done: threading.Event, removed: list) -> None:
+    """Once three trials run (0.5 GPU each, on two one-GPU nodes beside 0.5 GPU of actors, so
+    each node holds at least one), remove `node`: its trials must finish on the other."""
+    client = MlflowClient(tracking_uri)
+    while not done.is_set():
+        experiment = client.get_experiment_by_name("cluster")
+        running = experiment and [
+            r for r in client.search_runs([experiment.experiment_id],
+                                          "attributes.status = 'RUNNING'")
+            if "mlflow.parentRunId" in r.data.tags
+            and client.get_metric_history(r.info.run_id, "epoch")]
+        if running and len(running) >= 3:
+            cluster.remove_node(node)
+            removed.append(len(running))
+            return
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
-def test_sweep_on_two_nodes_with_s3_and_an_mlflow_server(in_tmp_cwd, bucket, mlflow_server, capsys):
+def test_sweep_on_two_nodes_survives_losing_a_node(in_tmp_cwd, bucket, mlflow_server, capsys):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
-    cluster.add_node(num_cpus=2, num_gpus=1)  # a "GPU worker" with one logical GPU
+    # Two "GPU workers" with one logical GPU each (nodes are added from the main thread:
+    # starting one installs signal handlers).
+    lost = cluster.add_node(num_cpus=2, num_gpus=1)
+    cluster.add_node(num_cpus=2, num_gpus=1)
     cluster.wait_for_nodes()
+    done, removed = threading.Event(), []
+    watcher = threading.Thread(target=remove_node_while_trials_run,
+                               args=(cluster, lost, mlflow_server, done, removed))
+    watcher.start()
     try:
         spec = in_tmp_cwd / "cluster.yaml"
         spec.write_text(SPEC.format(bucket=bucket))
         code = main(["run", str(spec), "--address", cluster.address,
-                     "--tracking-uri", mlflow_server])
+                     "--tracking-uri", mlflow_server, "--storage", f"s3://{bucket}/raysweep"])
         assert code == 0, capsys.readouterr().err
     finally:
+        done.set()
+        watcher.join()
         ray.shutdown()
         cluster.shutdown()
+    assert removed, "the node was not removed while trials ran"
 
     # Pools live on S3, one per seed, each generated once at the largest ratio's size.
-    store = SyntheticStore(f"s3://{bucket}/raysweep")
+    store = SyntheticStore(f"s3://{bucket}/raysweep/cache")
     assert len(store.pool_keys()) == 2 and len(store.generator_keys()) == 1
     assert sorted(store.count(k) for k in store.pool_keys()) == [80, 80]
     assert all(store.verify(k) == [] for k in store.pool_keys())
 
-    # MLflow (through the server) holds one parent and four finished children, artifacts on S3.
+    # MLflow (through the server) holds one parent and four finished children, one per trial,
+    # every one of them with all its epochs, artifacts under the storage prefix.
     mlflow.set_tracking_uri(mlflow_server)
     runs = mlflow.search_runs(experiment_names=["cluster"])
     assert len(runs) == 5 and set(runs["status"]) == {"FINISHED"}
-    child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
-    assert child["artifact_uri"].startswith(f"s3://{bucket}/mlflow")
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert all(children["metrics.epoch"] == 8)
+    assert all(children["artifact_uri"].str.startswith(f"s3://{bucket}/raysweep/mlflow"))
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
-        Bucket=bucket, Prefix="mlflow/").get("Contents", [])]
+        Bucket=bucket, Prefix="raysweep/mlflow/").get("Contents", [])]
     assert any(k.endswith("confusion_matrix.png") for k in keys)
+
+    # Tune kept its state on S3, and the trials cut off with the node were retried there.
+    sweep = runs[runs["tags.raysweep.role"] == "sweep"].iloc[0]["tags.raysweep.sweep"]
+    analysis = tune.ExperimentAnalysis(f"s3://{bucket}/raysweep/tune/{sweep}")
+    assert len(analysis.trials) == 4
+    assert sum(trial.run_metadata.num_failures for trial in analysis.trials) >= 1

@@ -1,0 +1,86 @@
+"""Start `mlflow server` once, in the background, tracked by a pid file (the head of cluster.yaml).
+
+    python -m raysweep.tracking_server --pid-file F --log-file L -- <mlflow server options>
+
+A `pgrep -f "mlflow server"` guard cannot work under Ray's launcher: every command runs inside
+`docker exec … bash --login -c -i "…"`, whose own command line holds the words it looks for, so
+the guard always finds "a server" and none starts. Here the pid file names the one server this
+script started; if that process is alive and is an MLflow server, nothing is done, otherwise a
+new one is started, and the script returns once it answers on /health (exit 1 with the end of
+its log when it does not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+READY_SECONDS = 120
+
+
+def running(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if that process is alive and is an MLflow server."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if b"mlflow" in b" ".join(command) and b"server" in command else None
+
+
+def option(args: list[str], name: str, default: str) -> str:
+    return args[args.index(name) + 1] if name in args else default
+
+
+def wait_ready(url: str, process: subprocess.Popen | None) -> bool:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            time.sleep(1)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m raysweep.tracking_server",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--pid-file", type=Path, required=True)
+    parser.add_argument("--log-file", type=Path, required=True)
+    parser.add_argument("server_args", nargs=argparse.REMAINDER,
+                        help="options for `mlflow server`, after --")
+    args = parser.parse_args(argv)
+    server_args = [a for a in args.server_args if a != "--"]
+    url = f"http://{option(server_args, '--host', '127.0.0.1')}:{option(server_args, '--port', '5000')}"
+
+    pid = running(args.pid_file)
+    if pid is not None:
+        print(f"mlflow server already running (pid {pid}) at {url}", flush=True)
+        return 0
+    for path in (args.pid_file, args.log_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log_file, "ab") as log:
+        # Its own session: the server outlives this script and the launcher's shell.
+        process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", *server_args],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                   start_new_session=True)
+    args.pid_file.write_text(f"{process.pid}\n")
+    if wait_ready(url, process):
+        print(f"mlflow server started (pid {process.pid}) at {url}", flush=True)
+        return 0
+    tail = args.log_file.read_text(errors="replace").splitlines()[-20:]
+    print(f"mlflow server did not answer at {url}/health; end of {args.log_file}:",
+          *tail, sep="\n", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""How a sweep ends: Ctrl-C / SIGTERM → KILLED and a non-zero exit; a killed driver → `--resume`
+finishes the same sweep with one child run per trial; bad cluster and storage input → one line,
+exit 2; MLflow errors in the callback retried and never fatal. Real Ray, MLflow on sqlite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from raysweep import tracking
+from raysweep.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+# No generator: the lifecycle is the point, so trials are tiny and all that takes time.
+NO_SYNTHESIS = """
+name: life
+dataset: {name: digits, per_class: 8}
+training: {epochs: 40, batch_size: 16, input_size: 16}
+tune: {cpus_per_trial: 1}
+sweep:
+  synthetic_ratio: 0
+  backbone: test_resnet
+  seed: [0, 1]
+"""
+
+# A generator and pools too, so `--resume` has pools to reuse. Its one actor holds a CPU, so
+# with --num-cpus 2 one trial runs at a time and some finish before the driver is killed.
+WITH_POOLS = """
+name: resumed
+dataset: {name: digits, per_class: 8}
+generator:
+  name: ddpm
+  options: {steps: 3, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}
+synthesis: {actors: 1, chunk_size: 40}
+training: {epochs: 3, batch_size: 16, input_size: 16}
+tune: {cpus_per_trial: 1}
+sweep:
+  synthetic_ratio: [0, 1]
+  backbone: test_resnet
+  seed: [0, 1]
+"""
+
+
+def start_sweep(directory: Path, spec_text: str, *extra: str) -> subprocess.Popen:
+    spec = directory / "spec.yaml"
+    spec.write_text(spec_text)
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", str(spec),
+                             "--num-cpus", "2", *extra], cwd=directory, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def runs(directory: Path, experiment: str) -> list:
+    client = MlflowClient(f"sqlite:///{directory / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def children(all_runs: list) -> list:
+    return [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def wait_for(condition, process: subprocess.Popen, seconds: float = 400) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the sweep ended early:\n{process.stdout.read()[-3000:]}")
+        try:
+            if condition():
+                return
+        except Exception:  # the database is being created or written
+            pass
+        time.sleep(0.5)
+    process.kill()
+    pytest.fail("timed out waiting for the sweep")
+
+
+def epochs_logged(directory: Path, run) -> bool:
+    client = MlflowClient(f"sqlite:///{directory / 'mlflow.db'}")
+    return bool(client.get_metric_history(run.info.run_id, "epoch"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_sweep_killed_with_its_running_children(tmp_path, signum):
+    process = start_sweep(tmp_path, NO_SYNTHESIS)
+    wait_for(lambda: any(r.info.status == "RUNNING" and epochs_logged(tmp_path, r)
+                         for r in children(runs(tmp_path, "life"))), process)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=300)
+
+    assert process.returncode == 128 + signum, output[-3000:]
+    assert f"interrupted by {signal.Signals(signum).name}" in output
+    every = runs(tmp_path, "life")
+    parent = [r for r in every if r.data.tags.get("raysweep.role") == "sweep"]
+    assert [r.info.status for r in parent] == ["KILLED"]
+    statuses = [r.info.status for r in children(every)]
+    assert "KILLED" in statuses and set(statuses) <= {"KILLED", "FINISHED"}
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_and_mlflow_ends_with_one_run_per_trial(tmp_path):
+    process = start_sweep(tmp_path, WITH_POOLS)
+
+    def saved_as_done() -> set[str]:
+        """Trials that Tune's saved experiment state (what --resume restores) holds finished."""
+        parent = next(r for r in runs(tmp_path, "resumed") if r.data.tags.get("raysweep.role"))
+        path = tmp_path / ".raysweep" / "tune" / parent.data.tags["raysweep.sweep"]
+        return {t.trial_id for t in tune.ExperimentAnalysis(str(path)).trials
+                if t.status == "TERMINATED"}
+
+    def one_done_one_running() -> bool:
+        running = [r for r in children(runs(tmp_path, "resumed")) if r.info.status == "RUNNING"]
+        return bool(running) and bool(saved_as_done())
+
+    wait_for(one_done_one_running, process)
+    process.kill()  # SIGKILL: nothing of raysweep's runs after this
+    process.wait()
+    done = saved_as_done()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    before = {r.info.run_id: [m.value for m in client.get_metric_history(r.info.run_id, "train_loss")]
+              for r in children(runs(tmp_path, "resumed"))
+              if r.data.tags["raysweep.trial_id"] in done}
+    assert before and all(len(losses) == 3 for losses in before.values())
+    parent_id = next(r.info.run_id for r in runs(tmp_path, "resumed")
+                     if r.data.tags.get("raysweep.role") == "sweep")
+    assert client.get_run(parent_id).info.status == "RUNNING"  # what a killed driver leaves
+
+    resumed = start_sweep(tmp_path, WITH_POOLS, "--resume")
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    assert f"resuming sweep" in output and "(0 generated, 80 reused)" in output
+
+    every = runs(tmp_path, "resumed")
+    parents = [r for r in every if r.data.tags.get("raysweep.role") == "sweep"]
+    assert [(r.info.run_id, r.info.status) for r in parents] == [(parent_id, "FINISHED")]
+    kids = children(every)
+    assert len(kids) == 4 and {r.info.status for r in kids} == {"FINISHED"}
+    assert len({r.data.tags["raysweep.trial_id"] for r in kids}) == 4
+    # Trials the saved state held finished were not run again: their loss curves are unchanged.
+    for run_id, losses in before.items():
+        assert [m.value for m in client.get_metric_history(run_id, "train_loss")] == losses
+    assert all(r.data.metrics["epoch"] == 3 for r in kids)
+
+
+def test_resume_with_nothing_to_resume_is_one_line(in_tmp_cwd, capsys):
+    spec = in_tmp_cwd / "spec.yaml"
+    spec.write_text(NO_SYNTHESIS)
+    assert main(["run", str(spec), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--resume" in err and "no unfinished sweep" in err
+
+
+def test_storage_must_be_a_prefix_every_node_reaches(in_tmp_cwd, capsys):
+    spec = in_tmp_cwd / "spec.yaml"
+    spec.write_text(NO_SYNTHESIS)
+    assert main(["validate", str(spec), "--storage", str(in_tmp_cwd / "here")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--storage" in err and "s3://" in err
+
+
+def test_a_missing_storage_bucket_is_one_line(in_tmp_cwd, bucket, capsys):
+    spec = in_tmp_cwd / "spec.yaml"
+    spec.write_text(NO_SYNTHESIS)
+    assert main(["validate", str(spec), "--storage", f"s3://{bucket}-missing/raysweep"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{bucket}-missing" in err
+
+
+def test_an_address_that_does_not_answer_is_one_line(in_tmp_cwd, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = in_tmp_cwd / "spec.yaml"
+    spec.write_text(NO_SYNTHESIS)
+    assert main(["validate", str(spec), "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"127.0.0.1:{port}" in err and "no Ray cluster answers" in err
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_validate_address_checks_the_spec_against_the_cluster(in_tmp_cwd, capsys, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    cluster.add_node(num_cpus=1, num_gpus=0)
+    cluster.wait_for_nodes()
+    try:
+        spec = in_tmp_cwd / "spec.yaml"
+        spec.write_text(NO_SYNTHESIS)
+        # Two nodes and Tune's storage in this directory: the other node cannot reach it.
+        assert main(["validate", str(spec), "--address", cluster.address]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "tune.storage_path" in err and "--storage" in err
+        # With the storage on S3, a GPU per trial is more than any node has.
+        assert main(["validate", str(spec), "--address", cluster.address,
+                     "--set", "tune.storage_path=s3://bucket/tune", "--set",
+                     "store.path=s3://bucket/cache", "--set", "tune.gpus_per_trial=1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "tune.gpus_per_trial" in err
+        assert not ray.is_initialized()  # validate disconnects
+    finally:
+        cluster.shutdown()
+
+
+def test_capacity_counts_what_the_autoscaler_may_add():
+    """cluster.yaml as the head's autoscaling config: a CPU head, up to 4 one-GPU workers, so
+    the README's GPU overrides validate on a head that has no GPU itself."""
+    from raysweep.cluster import capacity
+
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False)
+    try:
+        found = capacity(REPO / "cluster.yaml")
+    finally:
+        ray.shutdown()
+    assert (found.nodes, found.autoscaled_nodes) == (1, 4)
+    assert found.gpus == 4 and found.max_node_gpus == 1 and found.multi_node
+
+
+class FakeTrial(SimpleNamespace):
+    """What the callback reads of a Tune trial: its id and config."""
+
+
+@pytest.mark.slow  # MLflow's sqlite store waits 20 s for a lock before it reports one
+def test_mlflow_errors_in_the_callback_are_retried_and_never_fatal(tmp_path, monkeypatch, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment, parent = tracking.start_parent_run(uri, "locked", "s1", run_name="s1")
+    # on_trial_result alone needs no trial planner (it creates the child run itself).
+    callback = tracking.MLflowTrialCallback(uri, experiment, parent, "s1", {}, planner=None)
+    trial = FakeTrial(trial_id="t1", config={"synthetic_ratio": 0, "augmentation": "none"},
+                      checkpoint=None)
+    callback.on_trial_result(0, [], trial, {"epoch": 0, "val_accuracy": 0.25})
+    monkeypatch.setattr(tracking, "TRACKING_ATTEMPTS", 8)
+
+    def lock(seconds: float) -> None:  # another writer holds the sqlite file
+        connection = sqlite3.connect(tmp_path / "mlflow.db")
+        connection.execute("BEGIN EXCLUSIVE")
+        time.sleep(seconds)
+        connection.rollback()
+        connection.close()
+
+    holder = threading.Thread(target=lock, args=(24,))
+    holder.start()
+    time.sleep(0.5)
+    callback.on_trial_result(0, [], trial, {"epoch": 1, "val_accuracy": 0.5})
+    holder.join()
+    run_id = callback.run_ids["t1"]
+    assert MlflowClient(uri).get_run(run_id).data.metrics["val_accuracy"] == 0.5
+
+    # When retries run out, the hook says so and the sweep goes on.
+    monkeypatch.setattr(tracking, "TRACKING_ATTEMPTS", 1)
+    holder = threading.Thread(target=lock, args=(24,))
+    holder.start()
+    time.sleep(0.5)
+    callback.on_trial_result(0, [], trial, {"epoch": 2, "val_accuracy": 0.75})
+    holder.join()
+    assert "not recorded" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_trials_fail_ends_failed(in_tmp_cwd, capsys):
+    """A checkpoint file that is not one: the file exists (validate passes), the trial fails
+    loading it, Tune gives up after tune.max_failures, and the sweep ends FAILED, exit 1."""
+    broken = in_tmp_cwd / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    spec = in_tmp_cwd / "spec.yaml"
+    spec.write_text(NO_SYNTHESIS)
+    code = main(["run", str(spec), "--num-cpus", "2", "--set", "training.epochs=1",
+                 "--set", "sweep.seed=0", "--set", f"training.pretrained={broken}",
+                 "--set", "tune.max_failures=0"])
+    assert code == 1
+    assert not ray.is_initialized()
+    every = runs(in_tmp_cwd, "life")
+    parent = [r.info.status for r in every if r.data.tags.get("raysweep.role") == "sweep"]
+    assert parent == ["FAILED"] and [r.info.status for r in children(every)] == ["FAILED"]
