@@ -39,16 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a spec and print what it would run")
     _add_spec_arguments(validate)
 
-    report = commands.add_parser("report", help="compare the trials of a sweep")
+    report = commands.add_parser("report", help="report one sweep: every axis, cost, importance")
+    report.add_argument("--sweep", help="a sweep id from `raysweep ls` (default: the latest sweep "
+                                        "of --experiment or --spec)")
     report.add_argument("--experiment", help="MLflow experiment (default: the spec's name)")
-    report.add_argument("--spec", help="take the experiment name and metric from this spec")
-    report.add_argument("--sweep", help="a sweep id (default: the latest in the experiment)")
-    report.add_argument("--metric", help="metric to compare (default: test_balanced_accuracy)")
+    report.add_argument("--spec", help="take the experiment name from this spec")
+    report.add_argument("--metric", default="test_balanced_accuracy",
+                        help="metric to compare (default: test_balanced_accuracy)")
+    report.add_argument("--format", default="png,html,csv,json",
+                        help="comma-separated: png,html,csv,json (default: all)")
     report.add_argument("--tracking-uri")
-    report.add_argument("--out", help="where to write the PNG (default: report-<sweep>.png)")
+    report.add_argument("--out", help="folder for the report's files (default: report-<sweep>)")
+
+    ls = commands.add_parser("ls", help="list sweeps: id, spec, trials, state, best")
+    ls.add_argument("--experiment", help="only this MLflow experiment")
+    ls.add_argument("--tracking-uri")
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this project's tracking store")
     ui.add_argument("--tracking-uri")
+    ui.add_argument("--spec", help="take the tracking store from this spec")
+    ui.add_argument("--sweep", help="also print the page that compares this sweep's trials")
     ui.add_argument("--port", type=int, default=5000)
 
     cache = commands.add_parser("cache", help="inspect the synthetic store")
@@ -133,49 +143,68 @@ def cmd_run(args) -> int:
         return 128 + interrupted.signum
     finally:
         _disconnect()
-    log(f"sweep done in {result.seconds:.0f}s: {result.trials} trials, {result.errors} failed")
+    log(f"sweep {result.sweep_id} done in {result.seconds:.0f}s: {result.trials} trials, "
+        f"{result.errors} failed")
     if result.errors == result.trials:
         log("no trial finished, so there is nothing to compare; the trials' errors are above")
         return 1
-    _print_report(tracking_uri, result.experiment, None, "test_balanced_accuracy", None,
-                  parent_run_id=result.parent_run_id)
-    log(f"compare the trials: mlflow ui --backend-store-uri {redact_uri(tracking_uri)}")
+    _report(tracking_uri, result.sweep_id, "test_balanced_accuracy", "png,html,csv,json", None)
+    log(f"compare the trials: raysweep ui --tracking-uri {redact_uri(tracking_uri)}")
     return 1 if result.errors else 0
 
 
 def cmd_report(args) -> int:
+    from raysweep.report import latest_sweep_id
     from raysweep.tracking import resolve_tracking_uri
 
-    experiment, metric, spec_uri = args.experiment, args.metric, None
+    experiment, spec_uri = args.experiment, None
     if args.spec:
         from raysweep.spec import load_spec
 
         spec = load_spec(args.spec)
         experiment = experiment or spec.experiment_name()
         spec_uri = spec.tracking.tracking_uri
-    if not experiment:
-        raise UserError("report: name the sweep's experiment with --experiment NAME or --spec FILE")
+    if not (experiment or args.sweep):
+        raise UserError("report: name the sweep with --sweep ID (see `raysweep ls`), "
+                        "or its experiment with --experiment NAME or --spec FILE")
     tracking_uri = resolve_tracking_uri(args.tracking_uri, spec_uri)
-    _print_report(tracking_uri, experiment, args.sweep, metric or "test_balanced_accuracy", args.out)
+    sweep_id = args.sweep or latest_sweep_id(tracking_uri, experiment)
+    _report(tracking_uri, sweep_id, args.metric, args.format, args.out, experiment)
     return 0
 
 
-def _print_report(tracking_uri: str, experiment: str, sweep: str | None, metric: str,
-                  out: str | None, parent_run_id: str | None = None) -> None:
+def _report(tracking_uri: str, sweep_id: str, metric: str, formats: str, out: str | None,
+            experiment: str | None = None) -> None:
+    """Build the sweep's report, print its table, write its files and log them on the sweep's
+    parent run."""
     from mlflow.tracking import MlflowClient
 
-    from raysweep.report import format_table, load_trials, plot_against_ratio, summarize
+    from raysweep.report import build_report, load_sweep
+    from raysweep.report.render import as_text, parse_formats, write_report
 
-    trials = load_trials(tracking_uri, experiment, sweep)
-    summary = summarize(trials, metric)
-    sweep_id = trials.attrs["sweep"]
-    print(f"\n{metric} by swept values (sweep {sweep_id}, {len(trials)} trials):")
-    print(format_table(summary))
-    path = Path(out or f"report-{sweep_id}.png")
-    plot_against_ratio(summary, metric, path, title=f"{experiment}: {sweep_id}")
-    print(f"plot: {path.resolve()}")
-    if parent_run_id:
-        MlflowClient(tracking_uri).log_artifact(parent_run_id, str(path))
+    chosen = parse_formats(formats)
+    sweep = load_sweep(tracking_uri, sweep_id, experiment)
+    out_dir = Path(out or f"report-{sweep_id}")
+    report = build_report(sweep, metric, out_dir)
+    print("\n" + as_text(report))
+    files = write_report(report, out_dir, chosen)
+    client = MlflowClient(tracking_uri)
+    for path in files:
+        client.log_artifact(sweep.parent_run_id, str(path), artifact_path="report")
+    print(f"report: {out_dir.resolve()} ({', '.join(p.name for p in files)}), "
+          f"logged on run {sweep.parent_run_id}")
+
+
+def cmd_ls(args) -> int:
+    from raysweep.report import list_sweeps
+    from raysweep.tracking import resolve_tracking_uri
+
+    sweeps = list_sweeps(resolve_tracking_uri(args.tracking_uri, None), args.experiment)
+    if sweeps.empty:
+        print("no sweeps yet; start one with `raysweep run SPEC`")
+        return 0
+    print(sweeps.drop(columns=["started"]).to_string(index=False))
+    return 0
 
 
 def cmd_cache(args) -> int:
@@ -203,16 +232,39 @@ def cmd_ui(args) -> int:
     from raysweep.redaction import redact_uri
     from raysweep.tracking import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri, None)
-    print(f"MLflow UI for {redact_uri(uri)} at http://127.0.0.1:{args.port}", flush=True)
+    spec_uri = None
+    if args.spec:
+        from raysweep.spec import load_spec
+
+        spec_uri = load_spec(args.spec).tracking.tracking_uri
+    uri = resolve_tracking_uri(args.tracking_uri, spec_uri)
+    address = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for {redact_uri(uri)} at {address}", flush=True)
+    if args.sweep:
+        print(f"sweep {args.sweep}: {address}/{sweep_page(uri, args.sweep)}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(args.port)]
     return subprocess.call(command)
 
 
+def sweep_page(tracking_uri: str, sweep_id: str) -> str:
+    """The MLflow UI route that compares a sweep's trial runs (their params side by side)."""
+    import json
+    from urllib.parse import quote
+
+    import mlflow
+
+    from raysweep.report import load_sweep
+
+    sweep = load_sweep(tracking_uri, sweep_id)
+    experiment = mlflow.get_experiment_by_name(sweep.experiment).experiment_id
+    runs = quote(json.dumps(list(sweep.trials["run_id"])))
+    return f"#/compare-runs?runs={runs}&experiments={quote(json.dumps([experiment]))}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report,
+    handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "ls": cmd_ls,
                "cache": cmd_cache, "ui": cmd_ui}[args.command]
     try:
         return handler(args)

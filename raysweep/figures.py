@@ -1,4 +1,8 @@
-"""The PNGs raysweep logs: synthetic sample grids, inpainting galleries, confusion matrices."""
+"""The PNGs raysweep logs: synthetic sample grids, inpainting galleries, confusion matrices.
+
+Grids are torchvision's `make_grid` (one row per class, empty cells left blank) with the class
+names along the left edge; confusion matrices are sklearn's `ConfusionMatrixDisplay`.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,32 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+PADDING = 2
 
 
 def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], path: Path,
                 per_class: int = 8, title: str = "") -> Path:
     """One row per class with up to `per_class` images (uint8, N×H×W×C)."""
-    rows = len(class_names)
-    fig, axes = plt.subplots(rows, per_class, figsize=(per_class * 0.9, rows * 0.9 + 0.4),
-                             squeeze=False)
-    for row, name in enumerate(class_names):
+    height, width, channels = images.shape[1:]
+    cells = torch.zeros((len(class_names) * per_class, channels, height, width), dtype=torch.uint8)
+    for row in range(len(class_names)):
         members = np.flatnonzero(labels == row)[:per_class]
-        for col in range(per_class):
-            ax = axes[row, col]
-            ax.axis("off")
-            if col < len(members):
-                image = images[members[col]]
-                ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray",
-                          vmin=0, vmax=255)
-        axes[row, 0].set_title(name, fontsize=7, loc="left")
+        if len(members):
+            cells[row * per_class:row * per_class + len(members)] = \
+                torch.from_numpy(images[members]).permute(0, 3, 1, 2)
+    grid = make_grid(cells, nrow=per_class, padding=PADDING, pad_value=255).permute(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(per_class * 0.9, len(class_names) * 0.9 + 0.4))
+    ax.imshow(grid.numpy() if channels == 3 else grid[..., 0].numpy(), cmap="gray",
+              vmin=0, vmax=255)
+    ax.set_yticks([PADDING + (height + PADDING) * (r + 0.5) for r in range(len(class_names))],
+                  class_names, fontsize=7)
+    ax.set_xticks([])
     if title:
-        fig.suptitle(title, fontsize=9)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -65,15 +75,8 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], path: Pa
                             title: str = "") -> Path:
     size = max(4.0, 0.45 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-    ax.set_yticks(ticks, class_names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=6,
-                color="white" if value > matrix.max() / 2 else "black")
+    ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation="vertical")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -63,6 +63,8 @@ class TrialPlan:
         backbone: timm model name.
         online_augmentation: the online part of `augmentation` (`none` when empty).
         synthetic_ratio: synthetic images per real training image.
+        filter_threshold: the reference classifier's confidence in its own label that a
+            synthetic image needs to be kept (0 = keep all).
         seed: the trial's seed (model init, batches, augmentation, its pool).
         generator: the synthesis source whose pool it reads (`ddpm`, `inpaint-ddpm`, `blur`,
             ...; see `SynthesisSource.name`); None when it reads no synthetic image.
@@ -83,6 +85,7 @@ class TrialPlan:
     backbone: str
     online_augmentation: str
     synthetic_ratio: float
+    filter_threshold: float
     seed: int
     generator: str | None
     service: str | None
@@ -123,7 +126,8 @@ class TrialPlanner:
         masked = bool(n_synthetic) and source.inpaint
         return TrialPlan(
             swept=dict(config), backbone=str(config["backbone"]), online_augmentation=online,
-            synthetic_ratio=ratio, seed=int(config["seed"]), generator=generator,
+            synthetic_ratio=ratio, filter_threshold=float(config.get("filter_threshold", 0.0)),
+            seed=int(config["seed"]), generator=generator,
             service=self.services.get(generator), n_synthetic=n_synthetic,
             mask_fraction=float(config["mask_fraction"]) if masked else None,
             mask_region=str(config["mask_region"]) if masked else None,

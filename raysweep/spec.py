@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from raysweep.errors import UserError
 
-AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "augmentation", "backbone", "seed")
+AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "filter_threshold", "augmentation",
+        "backbone", "seed")
 MASK_REGIONS = ("background", "foreground", "random")  # raysweep.saliency.MASK_REGIONS
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # Seeds seed NumPy (< 2**32) and make per-image seeds `seed << 32 | i` in an int64 (< 2**31).
@@ -112,6 +113,9 @@ class SynthesisSpec(_Strict):
     cpus_per_actor: float = Field(default=0, ge=0)
     gpus_per_actor: float = Field(default=0, ge=0, le=1)
     chunk_size: int = Field(default=250, ge=1)
+    # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
+    # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
+    quality_epochs: int = Field(default=0, ge=0)
 
 
 class TTASpec(_Strict):
@@ -203,6 +207,8 @@ class SweepSpec(_Strict):
     synthetic_ratio: Any = 0.0
     mask_fraction: Any = 0.0
     mask_region: Any = "background"
+    # Reference-classifier confidence a synthetic image needs in its own label (0 = keep all).
+    filter_threshold: Any = 0.0
     augmentation: Any = "none"
     backbone: Any = "resnet18"
     seed: Any = 0
@@ -250,6 +256,7 @@ class Spec(_Strict):
                                 f"known: {', '.join(MASK_REGIONS)}")
         if axes["mask_region"].kind in ("uniform", "loguniform", "randint"):
             raise UserError("sweep.mask_region: a region is a name; give a list or {choice: [...]}")
+        _check_numbers("filter_threshold", axes["filter_threshold"], low=0.0, high=1.0)
         _check_numbers("seed", axes["seed"], low=0, high=MAX_SEED, integer=True)
         for name in ("augmentation", "backbone", "mask_region"):
             for value in axes[name].candidates():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from raysweep.errors import UserError
 from raysweep.figures import sample_grid
 from raysweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_runs
 from raysweep.plan import Plan, TrialPlanner, describe_pool, reference_options, search_and_scheduler
+from raysweep.progress import TrialProgress, wait_for_pools
+from raysweep.quality.judge import judge_pools
+from raysweep.quality.reference import sweep_reference
 from raysweep.redaction import redact_uri
 from raysweep.reference_classifier import ensure_reference_classifier
 from raysweep.spec import spec_to_yaml
@@ -44,6 +48,7 @@ def log(message: str) -> None:
 @dataclass
 class SweepResult:
     experiment: str
+    sweep_id: str
     parent_run_id: str
     tracking_uri: str
     trials: int
@@ -76,11 +81,14 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
         costs[f"{name}_reused"] = float(first["reused"])
         costs[f"{name}_load_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
+    keys = {name: ray.get(service.stats.remote())["keys"] for name, service in services.items()}
     # Each chunk has its own timeout inside the service; this bounds the whole fill as a backstop.
     chunks = sum(-(-p.count // synthesis.chunk_size) for p in plan.pools)
-    statuses = ray.get([services[p.generator].ensure.remote(p.seed, p.count, p.mask_fraction,
-                                                            p.mask_region) for p in plan.pools],
-                       timeout=CHUNK_TIMEOUT_S * (chunks + 1))
+    statuses = wait_for_pools([services[p.generator].ensure.remote(p.seed, p.count, p.mask_fraction,
+                                                                   p.mask_region)
+                               for p in plan.pools], plan.pools,
+                              [keys[p.generator][p.pool_id] for p in plan.pools], store, log,
+                              timeout=CHUNK_TIMEOUT_S * (chunks + 1))
     for request, status in zip(plan.pools, statuses):
         log(f"pool {status['key']} ({request.generator}, {describe_pool(request)}): "
             f"{status['count']} "
@@ -182,15 +190,19 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
                 interrupt.install()  # Ray's core worker took SIGTERM over; take it back
             store = SyntheticStore(spec.store.path)
             planner = plan.trial_planner(sweep_id, str(store.root))
-            services, actors = {}, []
+            services, actors, pools = {}, [], {}
             if plan.pools:
                 services, actors, pools, costs = prepare_synthetic(plan, store, planner)
                 for key, value in costs.items():
                     client.log_metric(parent_run_id, key, value)
                 _log_pool_grids(client, parent_run_id, store, pools, plan)
+            _judge_pools(client, parent_run_id, store, pools, plan)
+            varying = [name for name, axis in spec.axes().items() if axis.kind != "fixed"]
             callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
-                                           plan.fixed_params, planner)
-            tuner = _tuner(plan, planner, sweep_id, storage_path, callback, resume)
+                                           plan.fixed_params, planner, varying=varying)
+            progress = TrialProgress(plan.trial_count, spec.tune.metric, spec.tune.mode, varying,
+                                     log)
+            tuner = _tuner(plan, planner, sweep_id, storage_path, [callback, progress], resume)
             interrupt.in_tune = True
             results = tuner.fit()
             interrupt.in_tune = False
@@ -218,12 +230,13 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             finally:
                 if owns_ray:
                     ray.shutdown()
-    return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
-                       seconds)
+    return SweepResult(spec.experiment_name(), sweep_id, parent_run_id, tracking_uri, len(results),
+                       errors, seconds)
 
 
 def _log_spec(client: MlflowClient, run_id: str, plan: Plan) -> None:
     log_params(client, run_id, {**plan.fixed_params, "trials": plan.trial_count,
+                                "search_alg": plan.spec.tune.search_alg,
                                 "generators": ",".join(plan.generators) or "none"})
     with tempfile.TemporaryDirectory() as directory:
         (Path(directory) / "spec.yaml").write_text(spec_to_yaml(plan.spec))
@@ -231,7 +244,7 @@ def _log_spec(client: MlflowClient, run_id: str, plan: Plan) -> None:
 
 
 def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
-           callback: MLflowTrialCallback, resume: Resumable | None) -> tune.Tuner:
+           callbacks: list, resume: Resumable | None) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored: finished trials stay finished, unfinished
     and errored ones continue from their last checkpoint."""
     spec = plan.spec
@@ -252,7 +265,7 @@ def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
             # slot, not once per trial (seconds each on a laptop).
             reuse_actors=True),
         run_config=tune.RunConfig(
-            name=sweep_id, storage_path=storage_path, callbacks=[callback], verbose=1,
+            name=sweep_id, storage_path=storage_path, callbacks=callbacks, verbose=1,
             # Every checkpoint is kept: Tune deletes an old one when it registers a new one, but
             # saves its experiment state later, so a driver killed in between leaves a state
             # naming a deleted checkpoint, and `--resume` could not restore that trial (seen
@@ -261,8 +274,22 @@ def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
             # A trial that fails (a lost node, an OOM) restarts from its last checkpoint.
             failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures)),
     )
-    return SweepResult(spec.experiment_name(), parent_run_id, tracking_uri, len(results), errors,
-                       seconds)
+
+
+def _judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore, pools: dict,
+                 plan: Plan) -> None:
+    """One reference classifier judges the pools and filters them: train it once, here,
+    before trials load it (only when a filter threshold or pool quality asks for it)."""
+    spec = plan.spec
+    filtering = max(float(v) for v in spec.axes()["filter_threshold"].candidates()) > 0
+    judging = bool(pools) and spec.synthesis.quality_epochs > 0
+    if not (filtering or judging):
+        return
+    reference = sweep_reference(store, plan.splits, log=log)
+    client.log_metric(run_id, "reference_test_accuracy", reference.test_accuracy)
+    if judging:
+        judge_pools(client, run_id, store, pools, plan.splits, reference,
+                    spec.synthesis.quality_epochs, log=log)
 
 
 def model_loads(actors: list) -> int:

@@ -25,7 +25,7 @@ TRIAL_TAG = "raysweep.trial_id"
 SWEEP_TAG = "raysweep.sweep"
 REPORTED_METRICS = ("epoch", "train_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
                     "train_seconds", "train_images", "real_images_used", "synthetic_images_used",
-                    "synthetic_images_generated_for_trial", "synthetic_images_reused", "val_macro_auc",
+                    "synthetic_images_generated_for_trial", "synthetic_images_reused", "synthetic_images_rejected", "val_macro_auc",
                     "stopped_early")
 
 
@@ -82,8 +82,15 @@ def never_fatal(hook):
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else \
-        client.create_experiment(name, artifact_location=artifact_location)
+    if experiment:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:  # another sweep created it a moment ago
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict) -> None:
@@ -97,13 +104,14 @@ class MLflowTrialCallback(Callback):
     """Mirrors each Tune trial into a nested MLflow run: params, per-epoch metrics, artifacts."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, sweep_id: str,
-                 fixed_params: dict, planner: TrialPlanner):
+                 fixed_params: dict, planner: TrialPlanner, varying: list[str]):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
         self.fixed_params = fixed_params
         self.planner = planner
+        self.varying = varying
         self.run_ids: dict[str, str] = {}
 
     @property
@@ -122,7 +130,7 @@ class MLflowTrialCallback(Callback):
             self.client.update_run(run_id, status="RUNNING")
         else:
             run = self.client.create_run(
-                self.experiment_id, run_name=_run_name(trial.config),
+                self.experiment_id, run_name=run_name(trial.config, self.varying),
                 tags={"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial.trial_id,
                       SWEEP_TAG: self.sweep_id})
             run_id = run.info.run_id
@@ -162,16 +170,37 @@ class MLflowTrialCallback(Callback):
         self.client.set_terminated(self._run_for(trial), RunStatus.to_string(RunStatus.FAILED))
 
 
-def _run_name(config: dict) -> str:
-    return " ".join(f"{key}={value}" for key, value in config.items())
+def run_name(config: dict, varying: list[str]) -> str:
+    """A child run is named by the values it varies (what a reader compares in the MLflow UI);
+    sampled floats are rounded so the name stays readable."""
+    def shown(value):
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    return " ".join(f"{key}={shown(config[key])}" for key in varying if key in config) or "trial"
+
+
+def open_store(tracking_uri: str) -> MlflowClient:
+    """A client on the store, creating a new sqlite database under a file lock: two sweeps that
+    start at once on a fresh mlflow.db would otherwise both run MLflow's schema migration and
+    one would fail (`table _alembic_tmp_metrics already exists`)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return MlflowClient(tracking_uri)
+    import fcntl
+
+    with open(f"{tracking_uri[len(prefix):]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)  # creates and migrates the schema
+        return client
 
 
 def start_parent_run(tracking_uri: str, experiment: str, sweep_id: str, run_name: str,
                      tags: dict | None = None,
                      artifact_location: str | None = None) -> tuple[str, str]:
     """Create (or find, when resuming) the sweep's parent run; returns (experiment_id, run_id)."""
+    client = open_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
     exp_id = experiment_id(client, experiment, artifact_location)
     found = client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
                                                          f"tags.`raysweep.role` = 'sweep'")

@@ -23,6 +23,8 @@ from raysweep.data import load_splits
 from raysweep.devices import cap_gpu_memory, explain_out_of_memory
 from raysweep.figures import inpaint_gallery
 from raysweep.plan import TrialPlanner
+from raysweep.quality.filtering import keep_confident
+from raysweep.quality.reference import sweep_reference
 from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
@@ -52,8 +54,18 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
                                            synthetic_labels, plan.synthetic_ratio,
                                            plan.synthesis_mode, plan.seed)
+    # Filtering drops rows of this trial's training set; the pool itself stays as it is.
+    rejected = 0
+    if plan.filter_threshold > 0 and is_synthetic.any():
+        reference = sweep_reference(SyntheticStore(plan.store_root), splits, log=lambda _: None)
+        keep = keep_confident(reference.logits, images, labels, is_synthetic,
+                              plan.filter_threshold)
+        rejected = int((~keep).sum())
+        images, labels, is_synthetic = images[keep], labels[keep], is_synthetic[keep]
+        synthetic_images, synthetic_labels = images[is_synthetic], labels[is_synthetic]
     cost = {"synthetic_images_generated_for_trial": int(synthesis["generated"]),
-            "synthetic_images_reused": int(synthesis["reused"])}
+            "synthetic_images_reused": int(synthesis["reused"]),
+            "synthetic_images_rejected": rejected}
 
     # 2. Resume from Tune's checkpoint when the trial restarts.
     resume = None

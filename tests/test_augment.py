@@ -12,7 +12,6 @@ from raysweep.augment import (
     check_augmentation,
     create_augmentation,
     list_augmentations,
-    soft_cross_entropy,
 )
 from raysweep.errors import UserError
 
@@ -144,14 +143,6 @@ def test_params_of_unused_components_are_accepted():
     aug = create_augmentation("classic", num_classes=K, params={"mixup_alpha": 0.4,
                                                                 "rotation_degrees": 30})
     assert aug.params["rotation_degrees"] == 30.0 and "mixup_alpha" not in aug.params
-
-
-def test_soft_cross_entropy_matches_cross_entropy_on_one_hot():
-    logits = torch.randn(4, K, generator=torch.Generator().manual_seed(0))
-    y = torch.tensor([0, 1, 2, 4])
-    expected = F.cross_entropy(logits, y)
-    torch.testing.assert_close(soft_cross_entropy(logits, F.one_hot(y, K).float()), expected)
-    torch.testing.assert_close(soft_cross_entropy(logits, y), expected)
 
 
 def tiny_model(channels: int = 1) -> torch.nn.Module:

@@ -21,7 +21,9 @@ def test_spec_loads_and_plans(path):
     plan = build_plan(load_spec(path))
     assert plan.trial_count >= 1
     assert plan.param_space.keys() == {"synthetic_ratio", "mask_fraction", "mask_region",
-                                       "augmentation", "backbone", "seed"}
+                                       "filter_threshold", "augmentation", "backbone", "seed"}
+    # Every comparison pairs at least three seeds, so its CI means something.
+    assert len(plan.spec.axes()["seed"].values) >= 3
     if plan.spec.needs_synthetic:
         assert plan.pools and all(p.count > 0 for p in plan.pools)
 
@@ -29,12 +31,13 @@ def test_spec_loads_and_plans(path):
 def test_ratio_spec_is_the_readme_job():
     plan = build_plan(load_spec(Path(__file__).resolve().parent.parent / "search_spaces/ratio.yaml"))
     axes = plan.spec.axes()
-    assert 0 in axes["synthetic_ratio"].values and len(axes["synthetic_ratio"].values) >= 4
-    assert len(axes["backbone"].values) >= 2 and len(axes["seed"].values) >= 2
+    assert 0 in axes["synthetic_ratio"].values and len(axes["synthetic_ratio"].values) >= 3
+    # mobilenetv3_small_050 reached 0.52 on real data with this recipe: not an arm to judge by.
+    assert axes["backbone"].values == ["resnet10t"] and len(axes["seed"].values) >= 3
     assert plan.spec.dataset.name == "mnist5k" and plan.spec.generator.name == "ddpm"
     # The pool per seed is the largest ratio's, not the sum over trials.
     largest = max(axes["synthetic_ratio"].values)
-    assert [p.count for p in plan.pools] == [round(largest * len(plan.splits.train))] * 2
+    assert [p.count for p in plan.pools] == [round(largest * len(plan.splits.train))] * 3
 
 
 def test_mask_spec_sweeps_seed_000s_ranges():

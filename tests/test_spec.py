@@ -61,6 +61,11 @@ def test_negative_ratio(write_spec, capsys):
     expect_error(write_spec(spec), capsys, "synthetic_ratio", "-0.5")
 
 
+def test_filter_threshold_is_a_probability(write_spec, capsys):
+    spec = {**GOOD, "sweep": {**GOOD["sweep"], "filter_threshold": [0, 1.5]}}
+    expect_error(write_spec(spec), capsys, "filter_threshold", "1.5", "<= 1")
+
+
 def test_negative_ratio_in_a_distribution(write_spec, capsys):
     spec = {**GOOD, "tune": {"num_samples": 2},
             "sweep": {**GOOD["sweep"], "synthetic_ratio": {"uniform": [-1, 2]}}}

@@ -1,10 +1,10 @@
 """Online augmentation registry (kornia) and test-time augmentation.
 
-    from raysweep.augment import create_augmentation, soft_cross_entropy
+    from raysweep.augment import create_augmentation
     aug = create_augmentation("classic+cutmix", num_classes=10, flips=False,
                               params={"cutmix_alpha": 1.0}).to(device)
     x_aug, y_soft = aug(x, y)          # x (B, C, H, W) in [0, 1]; y int64 (B,)
-    loss = soft_cross_entropy(model(x_aug), y_soft)
+    loss = F.cross_entropy(model(x_aug), y_soft)   # probability targets
 
 Names: `none`, `classic`, `weather`, `cutout`, `mixup`, `cutmix`, `label_smoothing`, joined
 with `+`. `AUGMENTATION_PARAMS` lists each name's magnitudes as (default, min, max).
@@ -21,7 +21,6 @@ from raysweep.augment.registry import (
 )
 from raysweep.augment import online as _online  # noqa: F401  (registers image transforms)
 from raysweep.augment import mixing as _mixing  # noqa: F401  (registers label mixing)
-from raysweep.augment.mixing import soft_cross_entropy
 from raysweep.augment.tta import TTA_TRANSFORMS, TestTimeAugmentation
 
 __all__ = [
@@ -34,5 +33,4 @@ __all__ = [
     "create_augmentation",
     "list_augmentations",
     "register_augmentation",
-    "soft_cross_entropy",
 ]

@@ -1,4 +1,5 @@
-"""Label-changing augmentations: `mixup`, `cutmix`, `label_smoothing`, and the soft-label loss.
+"""Label-changing augmentations: `mixup`, `cutmix`, `label_smoothing` (soft labels that
+`F.cross_entropy` takes as probability targets).
 
 Mixup is a few lines of torch because kornia's `RandomMixUpV2` draws its weight uniformly from a
 range and has no Beta(alpha, alpha) prior, which is what `mixup_alpha` means in the paper (and
@@ -10,31 +11,9 @@ from __future__ import annotations
 
 import kornia.augmentation as K
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from raysweep.augment.registry import register_augmentation
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
-                       reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy against soft labels: `-sum_k target_k * log_softmax(logits)_k`.
-
-    Args:
-        logits: (B, K) unnormalised scores.
-        target: (B, K) probabilities (rows sum to 1), or (B,) class indices.
-        reduction: `mean`, `sum` or `none`.
-    """
-    if target.dim() == 1:
-        return F.cross_entropy(logits, target.long(), reduction=reduction)
-    loss = -(target.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(dim=1)
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def _random_partners(batch_size: int) -> torch.Tensor:

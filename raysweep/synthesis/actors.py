@@ -217,7 +217,8 @@ class SynthesisService:
         return released
 
     def stats(self) -> dict:
-        return {"generated": dict(self.generated), "log": list(self.log)}
+        return {"generated": dict(self.generated), "log": list(self.log),
+                "keys": {seed: key for seed, (key, _) in self.pools.items()}}
 
 
 def _pool_id(pool) -> int | tuple:

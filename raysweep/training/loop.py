@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raysweep.augment import TestTimeAugmentation, create_augmentation, soft_cross_entropy
+from raysweep.augment import TestTimeAugmentation, create_augmentation
 from raysweep.backbones import create_backbone
 from raysweep.data import DataSplits
 from raysweep.evaluation import classification_metrics, predict_probabilities
@@ -174,7 +174,8 @@ def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmenta
             batch, soft_targets = augment(x, y)
             batch = normalize(batch).contiguous(memory_format=memory_format)
             with autocast():
-                loss = soft_cross_entropy(model(batch), soft_targets)
+                # soft_targets are class probabilities (mixup, cutmix, label smoothing)
+                loss = F.cross_entropy(model(batch), soft_targets)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
