@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _sweeps import REPO, TINY_DDPM, latest_sweep, run_sweep
 
-from raysweep.compose import synthetic_count
+from raysweep.plan import build_plan
 from raysweep.spec import load_spec
 
 
@@ -39,9 +39,8 @@ def main() -> None:
         parent, children = latest_sweep(workdir, spec.experiment_name())
         generated = parent.data.metrics.get("synthetic_images_generated", 0)
         consumed = sum(r.data.metrics.get("synthetic_images_used", 0) for r in children)
-        distinct = len(spec.axes()["seed"].values) * synthetic_count(
-            spec.axes()["synthetic_ratio"].max_value, spec.synthesis.mode,
-            int(children[0].data.params["train_images_real"])) if spec.needs_synthetic else 0
+        # One pool per (source, seed), and per mask for inpainting sources.
+        distinct = sum(p.count for p in build_plan(spec).pools)
         loads = parent.data.metrics.get("generator_model_loads", 0)
         ratio = generated / consumed if consumed else float("nan")
         print(f"{path.name:14s} trials {len(children):3d}  generated {generated:6.0f}  "

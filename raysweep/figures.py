@@ -1,4 +1,4 @@
-"""The PNGs raysweep logs: synthetic sample grids and confusion matrices.
+"""The PNGs raysweep logs: synthetic sample grids, inpainting galleries, confusion matrices.
 
 Grids are torchvision's `make_grid` (one row per class, empty cells left blank) with the class
 names along the left edge; confusion matrices are sklearn's `ConfusionMatrixDisplay`.
@@ -39,6 +39,32 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], 
     ax.set_xticks([])
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def inpaint_gallery(originals: np.ndarray, saliency: np.ndarray, masks: np.ndarray,
+                    repainted: np.ndarray, labels: np.ndarray, class_names: list[str], path: Path,
+                    per_class: int = 2, title: str = "") -> Path:
+    """Rows of original | saliency map | mask | repainted, `per_class` rows for each class."""
+    rows = [i for c in range(len(class_names)) for i in np.flatnonzero(labels == c)[:per_class]]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(4 * 1.1, len(rows) * 1.1 + 0.5),
+                             squeeze=False)
+    for row, i in enumerate(rows):
+        gray = lambda image: image[..., 0] if image.shape[-1] == 1 else image  # noqa: E731
+        panels = [(gray(originals[i]), "gray", 255), (saliency[i], "jet", 255),
+                  (masks[i], "gray", 1), (gray(repainted[i]), "gray", 255)]
+        for col, (image, cmap, top) in enumerate(panels):
+            axes[row, col].imshow(image, cmap=cmap, vmin=0, vmax=top)
+            axes[row, col].axis("off")
+        axes[row, 0].text(-0.08, 0.5, class_names[labels[i]], fontsize=6, ha="right",
+                          va="center", transform=axes[row, 0].transAxes)
+    for col, name in enumerate(("original", "saliency", "mask", "repainted")):
+        axes[0, col].set_title(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -28,7 +28,7 @@ from raysweep.data import DataSplits, load_splits
 from raysweep.errors import UserError
 from raysweep.generators import create_generator, generator_class, list_generators
 from raysweep.spec import Axis, Spec
-from raysweep.synthesis.kinds import split_augmentation, trial_generator
+from raysweep.synthesis.kinds import SynthesisSource, split_augmentation, trial_source
 from raysweep.synthesis.store import SyntheticStore
 
 # One pool larger than this is a typo in a ratio, not a study (at 32x32 RGB it is ~6 GB).
@@ -37,11 +37,21 @@ MAX_POOL_IMAGES = 2_000_000
 
 @dataclass(frozen=True)
 class PoolRequest:
-    """The sweep needs the first `count` images of this generator's pool for this seed."""
+    """The sweep needs the first `count` images of this source's pool for this seed (and, for
+    an inpainting source, this mask)."""
 
     generator: str
     seed: int
     count: int
+    mask_fraction: float | None = None
+    mask_region: str | None = None
+
+    @property
+    def pool_id(self) -> int | tuple:
+        """What the synthesis service calls this pool: the seed, or (seed, fraction, region)."""
+        if self.mask_fraction is None:
+            return self.seed
+        return self.seed, self.mask_fraction, self.mask_region
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,11 @@ class TrialPlan:
         filter_threshold: the reference classifier's confidence in its own label that a
             synthetic image needs to be kept (0 = keep all).
         seed: the trial's seed (model init, batches, augmentation, its pool).
-        generator: the generator whose pool it reads; None when it reads no synthetic image.
+        generator: the synthesis source whose pool it reads (`ddpm`, `inpaint-ddpm`, `blur`,
+            ...; see `SynthesisSource.name`); None when it reads no synthetic image.
         service: the Ray actor name of the synthesis service for `generator`.
+        mask_fraction, mask_region: the mask of its inpainted pool; None for a
+            class-conditional source or no synthetic images.
         n_synthetic: how many pool images it reads (a prefix of the pool).
         device: the device it asks for (`cuda` when the sweep gives trials GPUs).
         gpu_memory_fraction: the trial's share of its GPU's memory when it shares the GPU
@@ -77,6 +90,8 @@ class TrialPlan:
     generator: str | None
     service: str | None
     n_synthetic: int
+    mask_fraction: float | None
+    mask_region: str | None
     device: str
     gpu_memory_fraction: float | None
     dataset: dict
@@ -104,14 +119,18 @@ class TrialPlanner:
 
     def trial_plan(self, config: dict) -> TrialPlan:
         ratio = float(config["synthetic_ratio"])
-        generator, online = split_augmentation(config["augmentation"])
+        online = split_augmentation(config["augmentation"])[1]
         n_synthetic = synthetic_count(ratio, self.synthesis_mode, self.n_real)
-        generator = (generator or self.default_generator) if n_synthetic else None
+        source = trial_source(config["augmentation"], self.default_generator)
+        generator = source.name if n_synthetic else None
+        masked = bool(n_synthetic) and source.inpaint
         return TrialPlan(
             swept=dict(config), backbone=str(config["backbone"]), online_augmentation=online,
             synthetic_ratio=ratio, filter_threshold=float(config.get("filter_threshold", 0.0)),
             seed=int(config["seed"]), generator=generator,
             service=self.services.get(generator), n_synthetic=n_synthetic,
+            mask_fraction=float(config["mask_fraction"]) if masked else None,
+            mask_region=str(config["mask_region"]) if masked else None,
             device="cuda" if self.gpus_per_trial > 0 else "cpu",
             gpu_memory_fraction=self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else None,
             dataset=self.dataset, training=self.training, synthesis_mode=self.synthesis_mode,
@@ -134,6 +153,7 @@ class Plan:
     resources: dict
     generators: dict[str, dict] = field(default_factory=dict)
     fixed_params: dict = field(default_factory=dict)
+    sources: dict[str, SynthesisSource] = field(default_factory=dict)
 
     def trial_planner(self, sweep_id: str, store_root: str) -> TrialPlanner:
         """The per-trial resolver for this sweep: its services are named after `sweep_id`,
@@ -161,8 +181,12 @@ class Plan:
         for name in self.generators:
             lines.append(f"generator {name} ({synthesis.mode} mode): {synthesis.actors} actor(s), "
                          f"{synthesis.cpus_per_actor:g} CPU and {synthesis.gpus_per_actor:g} GPU "
-                         f"each; pools: " + ", ".join(f"seed {p.seed}: {p.count} images"
+                         f"each; pools: " + ", ".join(f"{describe_pool(p)}: {p.count} images"
                                                       for p in self.pools if p.generator == name))
+        if any(source.inpaint for source in self.sources.values()):
+            saliency = self.spec.saliency
+            lines.append(f"masks: {saliency.method} on a {saliency.backbone} reference classifier "
+                         f"({saliency.epochs} epochs on the training split)")
         if not self.pools:
             lines.append("no synthetic data (every synthetic_ratio is 0)")
         for name, axis in self.spec.axes().items():
@@ -170,13 +194,19 @@ class Plan:
         return "\n".join(lines)
 
 
-def generators_used(spec: Spec) -> dict[str, dict]:
-    """The generators trials draw from, with their options (none when every ratio is 0)."""
+def sources_used(spec: Spec) -> dict[str, SynthesisSource]:
+    """The synthesis sources trials draw from, by name (none when every ratio is 0)."""
     if not spec.needs_synthetic:
         return {}
-    names = {trial_generator(value, spec.generator.name)
-             for value in spec.axes()["augmentation"].candidates()}
-    return {name: spec.generator.options_for(name) for name in sorted(names)}
+    sources = {trial_source(value, spec.generator.name)
+               for value in spec.axes()["augmentation"].candidates()}
+    return {source.name: source for source in sorted(sources, key=lambda s: s.name)}
+
+
+def generators_used(spec: Spec) -> dict[str, dict]:
+    """The sources trials draw from, with their generator's options."""
+    return {name: spec.generator.options_for(source.generator)
+            for name, source in sources_used(spec).items()}
 
 
 def check_names(spec: Spec) -> None:
@@ -184,12 +214,13 @@ def check_names(spec: Spec) -> None:
     axes = spec.axes()
     for value in axes["augmentation"].candidates():
         check_augmentation(split_augmentation(value)[1], spec.training.augmentation_params)
-    for name, options in generators_used(spec).items():
-        if name == "sd-inpaint":
-            raise UserError("sweep.augmentation: sd-inpaint repaints masked regions of real images, "
-                            "and sweeps cannot make its masks yet (Grad-CAM masks are planned); "
-                            "use text2img, ddpm, gan or vae")
-        check_generator(name, options)
+    for name, source in sources_used(spec).items():
+        generator = check_generator(source.generator, spec.generator.options_for(source.generator))
+        if source.inpaint and not hasattr(generator, "sample_inpaint"):
+            raise UserError(f"sweep.augmentation: inpainting asks generator {source.generator!r}, "
+                            f"which cannot inpaint; set generator.name to ddpm or sd-inpaint, or "
+                            f"use blur or erase")
+    check_masks(spec)
     for name in axes["backbone"].candidates():
         check_backbone(name, spec.training.pretrained)
     for name in spec.training.tta.transforms:
@@ -220,6 +251,55 @@ def check_generator(name: str, options: dict) -> None:
     check_available = getattr(generator, "check_available", None)
     if check_available is not None:
         check_available()
+    return generator
+
+
+def check_masks(spec: Spec) -> None:
+    """Mask axes mean something only to inpainting trials; the saliency model must be buildable."""
+    axes, sources = spec.axes(), sources_used(spec)
+    swept = [name for name in ("mask_fraction", "mask_region") if not axes[name].is_fixed]
+    ignoring = sorted({value for value in axes["augmentation"].candidates()
+                       if not trial_source(value, spec.generator.name).inpaint})
+    if swept and (ignoring or not spec.needs_synthetic):
+        kinds = f"augmentation {', '.join(map(repr, ignoring))}" if ignoring else \
+            "synthetic_ratio 0 (no synthetic images)"
+        raise UserError(f"sweep.{swept[0]}: swept, but trials with {kinds} use no masks and "
+                        f"would repeat identically; fix {swept[0]} to one value or use an "
+                        f"inpainting kind (inpaint, blur, erase)")
+    if swept and 0 in [float(v) for v in axes["synthetic_ratio"].candidates()]:
+        raise UserError(f"sweep.{swept[0]}: swept, but trials at synthetic_ratio 0 use no masks "
+                        f"and would repeat once per mask value; drop 0 from synthetic_ratio (run "
+                        f"the baseline as its own sweep, e.g. search_spaces/ratio.yaml)")
+    if not any(source.inpaint for source in sources.values()):
+        return
+    if axes["mask_fraction"].kind in ("uniform", "loguniform", "randint"):
+        raise UserError("sweep.mask_fraction: each fraction needs its own inpainted pool, made "
+                        "before trials start; give fractions as a list, e.g. [0.1, 0.3]")
+    saliency = spec.saliency
+    from raysweep.saliency import list_cam_methods
+
+    if saliency.method not in list_cam_methods():
+        raise UserError(f"saliency.method: unknown CAM method {saliency.method!r}; "
+                        f"known: {', '.join(list_cam_methods())}")
+    check_backbone(saliency.backbone, False)
+    from raysweep.reference_classifier import ReferenceOptions, build_reference_model
+    from raysweep.saliency.target_layer import TargetLayerError, find_target_layer
+
+    options = ReferenceOptions(backbone=saliency.backbone, epochs=saliency.epochs,
+                               input_size=saliency.input_size)
+    model = build_reference_model(options, in_chans=3, num_classes=2)
+    try:
+        find_target_layer(model, saliency.target_layer, (3, options.input_size, options.input_size))
+    except TargetLayerError as error:
+        raise UserError(f"saliency.target_layer: {saliency.backbone}: {error}; name a layer with "
+                        f"a spatial feature map, e.g. saliency.target_layer: layer4") from None
+
+
+def reference_options(spec: Spec) -> dict:
+    """The reference classifier options the spec's `saliency:` block names."""
+    saliency = spec.saliency
+    return {"backbone": saliency.backbone, "epochs": saliency.epochs,
+            "input_size": saliency.input_size}
 
 
 def local_resources(num_cpus: float | None, num_gpus: float | None) -> tuple[float, float]:
@@ -238,7 +318,7 @@ def check_budget(spec: Spec, cpus: float, gpus: float, spread: bool = False) -> 
     `spread`: the GPUs are on several nodes, so fractional actors may fragment them.
     """
     synthesis, settings = spec.synthesis, spec.tune
-    actors = synthesis.actors * len(generators_used(spec))
+    actors = synthesis.actors * len(sources_used(spec))
     held_cpu, held_gpu = actors * synthesis.cpus_per_actor, actors * synthesis.gpus_per_actor
     if held_gpu > gpus:
         raise UserError(f"synthesis: {actors} actor(s) x {synthesis.gpus_per_actor:g} GPU "
@@ -283,14 +363,19 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
                      if spec.tune.search_alg == "grid" and a.kind == "grid")
     trial_count = grid * spec.tune.num_samples
     generators = generators_used(spec)
+    sources = sources_used(spec)
     count = synthetic_count(axes["synthetic_ratio"].max_value, spec.synthesis.mode,
                             len(splits.train))
     if generators and count > MAX_POOL_IMAGES:
         raise UserError(f"sweep.synthetic_ratio: {axes['synthetic_ratio'].max_value:g} x "
                         f"{len(splits.train)} real images plans {count} synthetic images per pool, "
                         f"more than {MAX_POOL_IMAGES}; use a smaller ratio or dataset.per_class")
-    pools = [PoolRequest(name, int(seed), count) for name in generators
-             for seed in axes["seed"].candidates()]
+    pools = []
+    for name, source in sources.items():
+        masks = [(float(f), str(r)) for f in axes["mask_fraction"].candidates()
+                 for r in axes["mask_region"].candidates()] if source.inpaint else [(None, None)]
+        pools += [PoolRequest(name, int(seed), count, fraction, region)
+                  for seed in axes["seed"].candidates() for fraction, region in masks]
     resources = {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial}
     fixed = {"dataset": spec.dataset.name, "per_class": spec.dataset.per_class,
              "synthesis_mode": spec.synthesis.mode, "epochs": spec.training.epochs,
@@ -298,7 +383,7 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
              "input_size": spec.training.input_size, "pretrained": spec.training.pretrained,
              "train_images_real": len(splits.train)}
     return Plan(spec, splits, param_space, spec.tune.num_samples, trial_count, pools,
-                resources, generators, fixed)
+                resources, generators, fixed, sources)
 
 
 def search_and_scheduler(spec: Spec):
@@ -335,6 +420,12 @@ def _to_tune(axis: Axis, search_alg: str):
     if axis.kind == "loguniform":
         return tune.loguniform(*values)
     return tune.randint(int(values[0]), int(values[1]) + 1)  # spec bounds are inclusive
+
+
+def describe_pool(pool: PoolRequest) -> str:
+    if pool.mask_fraction is None:
+        return f"seed {pool.seed}"
+    return f"seed {pool.seed} {pool.mask_region} {pool.mask_fraction:g}"
 
 
 def _describe(axis: Axis) -> str:

@@ -18,7 +18,6 @@ for 10 epochs. Seed 000 trained its saliency model for 20.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -132,7 +131,7 @@ def ensure_reference_classifier(store: SyntheticStore, train: ImageDataset,
     if store.has_classifier(key):
         directory = store.classifier_dir(key)
         model.load_state_dict(torch.load(directory / _WEIGHTS, weights_only=True))
-        meta = json.loads((directory / "meta.json").read_text())
+        meta = store.classifier_meta(key)
         fit_seconds, reused = float(meta.get("fit_seconds", 0.0)), True
         log(f"reference classifier {options.backbone}: reusing {key} (skipping training)")
     else:

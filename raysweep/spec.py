@@ -2,8 +2,9 @@
 
 A spec names the dataset, the generator, how synthetic data enters training, the training
 recipe, Tune's search settings, where results are tracked and stored, and a `sweep:` block
-with the product's axes (`synthetic_ratio`, `mask_fraction`, `augmentation`, `backbone`,
-`seed`). Each axis is a fixed value, a grid (a YAML list) or a distribution
+with the product's axes (`synthetic_ratio`, `mask_fraction`, `mask_region`, `augmentation`,
+`backbone`, `seed`) and, for inpainting, a `saliency:` block (which classifier and CAM pick the
+pixels). Each axis is a fixed value, a grid (a YAML list) or a distribution
 (`{choice: [...]}`, `{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{randint: [lo, hi]}`).
 
 Every problem becomes a `UserError` with one line that names the key, the value and the fix:
@@ -24,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from raysweep.errors import UserError
 
-AXES = ("synthetic_ratio", "mask_fraction", "filter_threshold", "augmentation", "backbone", "seed")
+AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "filter_threshold", "augmentation",
+        "backbone", "seed")
+MASK_REGIONS = ("background", "foreground", "random")  # raysweep.saliency.MASK_REGIONS
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # Seeds seed NumPy (< 2**32) and make per-image seeds `seed << 32 | i` in an int64 (< 2**31).
 MAX_SEED = 2**31 - 1
@@ -172,6 +175,18 @@ class TuneSpec(_Strict):
         return value
 
 
+class SaliencySpec(_Strict):
+    """The reference classifier and CAM that choose the pixels inpainting repaints (seed 000)."""
+
+    method: str = "gradcam"
+    backbone: str = "resnet10t"
+    epochs: int = Field(default=10, ge=1)
+    input_size: int = Field(default=32, ge=8)
+    target_layer: str | None = None
+    smoothing: float = Field(default=0.0, ge=0)
+    seed: int = 0
+
+
 class TrackingSpec(_Strict):
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -191,6 +206,7 @@ class StoreSpec(_Strict):
 class SweepSpec(_Strict):
     synthetic_ratio: Any = 0.0
     mask_fraction: Any = 0.0
+    mask_region: Any = "background"
     # Reference-classifier confidence a synthetic image needs in its own label (0 = keep all).
     filter_threshold: Any = 0.0
     augmentation: Any = "none"
@@ -216,6 +232,7 @@ class Spec(_Strict):
     tune: TuneSpec = Field(default_factory=TuneSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
+    saliency: SaliencySpec = Field(default_factory=SaliencySpec)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
 
     @field_validator("name")
@@ -230,9 +247,18 @@ class Spec(_Strict):
         _check_numbers("synthetic_ratio", axes["synthetic_ratio"], low=0.0,
                        high=MAX_SYNTHETIC_RATIO)
         _check_numbers("mask_fraction", axes["mask_fraction"], low=0.0, high=1.0)
+        if any(float(v) >= 1.0 for v in axes["mask_fraction"].candidates()):
+            raise UserError(f"sweep.mask_fraction: {axes['mask_fraction'].max_value:g} would repaint "
+                            f"the whole image; use values in [0, 1)")
+        for value in axes["mask_region"].candidates():
+            if value not in MASK_REGIONS:
+                raise UserError(f"sweep.mask_region: unknown region {value!r}; "
+                                f"known: {', '.join(MASK_REGIONS)}")
+        if axes["mask_region"].kind in ("uniform", "loguniform", "randint"):
+            raise UserError("sweep.mask_region: a region is a name; give a list or {choice: [...]}")
         _check_numbers("filter_threshold", axes["filter_threshold"], low=0.0, high=1.0)
         _check_numbers("seed", axes["seed"], low=0, high=MAX_SEED, integer=True)
-        for name in ("augmentation", "backbone"):
+        for name in ("augmentation", "backbone", "mask_region"):
             for value in axes[name].candidates():
                 if not isinstance(value, str):
                     raise UserError(f"sweep.{name}: {value!r} is not a name; give a string")

@@ -21,14 +21,16 @@ from raysweep.cluster import worker_env
 from raysweep.errors import UserError
 from raysweep.figures import sample_grid
 from raysweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_runs
-from raysweep.plan import Plan, TrialPlanner, search_and_scheduler
+from raysweep.plan import Plan, TrialPlanner, describe_pool, reference_options, search_and_scheduler
 from raysweep.progress import TrialProgress, wait_for_pools
 from raysweep.quality.judge import judge_pools
 from raysweep.quality.reference import sweep_reference
 from raysweep.redaction import redact_uri
+from raysweep.reference_classifier import ensure_reference_classifier
 from raysweep.spec import spec_to_yaml
 from raysweep.storage import absolute, artifact_location
 from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
+from raysweep.synthesis.inpaint import Masking
 from raysweep.synthesis.store import SyntheticStore
 from raysweep.tracking import (SWEEP_TAG, MLflowTrialCallback, latest_unfinished_sweep,
                                log_params, start_parent_run)
@@ -64,13 +66,16 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
     """
     spec, synthesis = plan.spec, plan.spec.synthesis
     services, actors, costs = {}, [], {}
+    masking = prepare_masking(plan, store, costs)
     for name, options in plan.generators.items():
         start = time.perf_counter()
+        source = plan.sources[name]
         services[name], handles, first = start_synthesis(
-            name, options, plan.splits.train, spec.generator.seed, store,
-            [p.seed for p in plan.pools if p.generator == name], actors=synthesis.actors,
+            source.generator, options, plan.splits.train, spec.generator.seed, store,
+            [p.pool_id for p in plan.pools if p.generator == name], actors=synthesis.actors,
             cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
-            chunk_size=synthesis.chunk_size, service_name=planner.services[name], log=log)
+            chunk_size=synthesis.chunk_size, service_name=planner.services[name], log=log,
+            masking=masking if source.inpaint else None)
         actors += handles
         costs[f"{name}_fit_seconds"] = first["fit_seconds"]
         costs[f"{name}_reused"] = float(first["reused"])
@@ -79,19 +84,21 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
     keys = {name: ray.get(service.stats.remote())["keys"] for name, service in services.items()}
     # Each chunk has its own timeout inside the service; this bounds the whole fill as a backstop.
     chunks = sum(-(-p.count // synthesis.chunk_size) for p in plan.pools)
-    statuses = wait_for_pools([services[p.generator].ensure.remote(p.seed, p.count)
+    statuses = wait_for_pools([services[p.generator].ensure.remote(p.seed, p.count, p.mask_fraction,
+                                                                   p.mask_region)
                                for p in plan.pools], plan.pools,
-                              [keys[p.generator][p.seed] for p in plan.pools], store, log,
+                              [keys[p.generator][p.pool_id] for p in plan.pools], store, log,
                               timeout=CHUNK_TIMEOUT_S * (chunks + 1))
     for request, status in zip(plan.pools, statuses):
-        log(f"pool {status['key']} ({request.generator}, seed {request.seed}): {status['count']} "
+        log(f"pool {status['key']} ({request.generator}, {describe_pool(request)}): "
+            f"{status['count']} "
             f"images ({status['generated']} generated, {status['reused']} reused) "
             f"in {status['seconds']:.0f}s")
     costs["generator_fit_seconds"] = sum(v for k, v in costs.items() if k.endswith("_fit_seconds"))
     costs["generator_reused"] = float(all(costs[f"{n}_reused"] for n in plan.generators))
     costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
     costs["synthetic_generation_seconds"] = time.perf_counter() - start
-    pools = {(p.generator, p.seed): s["key"] for p, s in zip(plan.pools, statuses)}
+    pools = {(p.generator, p.pool_id): s["key"] for p, s in zip(plan.pools, statuses)}
     release_generators(services)
     return services, actors, pools, costs
 
@@ -102,6 +109,24 @@ def release_generators(services: dict) -> None:
     released = ray.get([service.release_actors.remote() for service in services.values()],
                        timeout=CALL_TIMEOUT_S)
     log(f"pools full: released {sum(released)} generator actor(s) and their resources")
+
+
+def prepare_masking(plan: Plan, store: SyntheticStore, costs: dict) -> Masking | None:
+    """Train (or load) the reference classifier once, here, before inpainting actors load it;
+    its accuracy goes on the parent run (a saliency map is only as good as its classifier)."""
+    if not any(source.inpaint for source in plan.sources.values()):
+        return None
+    saliency, splits = plan.spec.saliency, plan.splits
+    options = reference_options(plan.spec)
+    reference = ensure_reference_classifier(store, splits.train, options, saliency.seed,
+                                            val=splits.val, test=splits.test, log=log)
+    log(f"reference classifier {reference.key}: val accuracy {reference.val_accuracy:.3f}, "
+        f"test accuracy {reference.test_accuracy:.3f}")
+    costs.update({"saliency_val_accuracy": reference.val_accuracy,
+                  "saliency_test_accuracy": reference.test_accuracy,
+                  "saliency_fit_seconds": reference.fit_seconds})
+    return Masking(options, saliency.seed, reference.key, saliency.method, saliency.target_layer,
+                   saliency.smoothing)
 
 
 @dataclass(frozen=True)
@@ -281,8 +306,10 @@ def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,
     class_names = list(plan.splits.train.class_names)
     single = len(plan.generators) == 1
     with tempfile.TemporaryDirectory() as directory:
-        for (generator, seed), key in pools.items():
+        for (generator, pool_id), key in pools.items():
             images = store.read(key, min(store.count(key), 8 * len(class_names)))
+            seed = pool_id if isinstance(pool_id, int) else \
+                "{}_{}{:g}".format(pool_id[0], pool_id[2], pool_id[1])
             name = f"synthetic_samples_seed{seed}.png" if single else \
                 f"synthetic_samples_{generator}_seed{seed}.png"
             path = sample_grid(images.images, images.labels, class_names, Path(directory) / name,

@@ -4,7 +4,8 @@
 many of its images the trial reads; the synthesis service makes sure they exist; the training
 loop (`raysweep.training`, no Ray) trains on the device Ray gave the trial. Each epoch goes to
 `tune.report` with a checkpoint, so a trial resumes where it stopped; the last one adds an
-`artifacts/` folder (confusion matrix, the synthetic images used) that tracking logs to MLflow.
+`artifacts/` folder (confusion matrix, the synthetic images used, and for inpainting trials a
+gallery original | saliency | mask | repainted) that tracking logs to MLflow.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ray import tune
 from raysweep.compose import compose
 from raysweep.data import load_splits
 from raysweep.devices import cap_gpu_memory, explain_out_of_memory
+from raysweep.figures import inpaint_gallery
 from raysweep.plan import TrialPlanner
 from raysweep.quality.filtering import keep_confident
 from raysweep.quality.reference import sweep_reference
@@ -39,10 +41,13 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
     synthesis = {"generated": 0, "reused": 0}
+    pool = None
     if plan.n_synthetic:
-        # The service extends the pool if it is short (one generation even if trials race).
+        # The service extends the pool if it is short (one generation even if trials race);
+        # an inpainting trial's pool is also named by its mask.
         service = ray.get_actor(plan.service)
-        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic),
+        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic,
+                                                  plan.mask_fraction, plan.mask_region),
                             timeout=CHUNK_TIMEOUT_S)
         pool = SyntheticStore(plan.store_root).read(synthesis["key"], plan.n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
@@ -77,6 +82,12 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
             if final is not None:
                 write_trial_artifacts(Path(directory) / "artifacts", final, metrics, splits,
                                       synthetic_images, synthetic_labels)
+                if pool is not None and pool.sources is not None:
+                    inpaint_gallery(train.images[pool.sources], pool.saliency, pool.masks,
+                                    pool.images, pool.labels, list(train.class_names),
+                                    Path(directory) / "artifacts" / "inpaint_gallery.png",
+                                    title=f"{plan.mask_region} {plan.mask_fraction:g}: original "
+                                          f"| saliency | mask | repainted")
             tune.report({**metrics, **cost}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU; a trial

@@ -20,8 +20,8 @@ def test_there_are_specs():
 def test_spec_loads_and_plans(path):
     plan = build_plan(load_spec(path))
     assert plan.trial_count >= 1
-    assert plan.param_space.keys() == {"synthetic_ratio", "mask_fraction", "filter_threshold",
-                                       "augmentation", "backbone", "seed"}
+    assert plan.param_space.keys() == {"synthetic_ratio", "mask_fraction", "mask_region",
+                                       "filter_threshold", "augmentation", "backbone", "seed"}
     # Every comparison pairs at least three seeds, so its CI means something.
     assert len(plan.spec.axes()["seed"].values) >= 3
     if plan.spec.needs_synthetic:
@@ -38,3 +38,16 @@ def test_ratio_spec_is_the_readme_job():
     # The pool per seed is the largest ratio's, not the sum over trials.
     largest = max(axes["synthetic_ratio"].values)
     assert [p.count for p in plan.pools] == [round(largest * len(plan.splits.train))] * 3
+
+
+def test_mask_spec_sweeps_seed_000s_ranges():
+    plan = build_plan(load_spec(Path(__file__).resolve().parent.parent / "search_spaces/mask.yaml"))
+    axes = plan.spec.axes()
+    fractions = [float(v) for v in axes["mask_fraction"].values]
+    assert any(0.3 <= f <= 0.4 for f in fractions) and any(0.1 <= f <= 0.2 for f in fractions)
+    assert min(fractions) < 0.1 or max(fractions) > 0.4  # wider than seed 000's
+    assert set(axes["mask_region"].values) == {"background", "foreground", "random"}
+    assert len(axes["synthetic_ratio"].values) >= 2
+    assert all(source.inpaint for source in plan.sources.values())
+    # One inpainted pool per (seed, fraction, region), each the size the largest ratio needs.
+    assert len(plan.pools) == len(fractions) * 3 * len(axes["seed"].values)

@@ -190,9 +190,10 @@ def test_two_synthesis_kinds_in_one_value(write_spec, capsys):
     expect_error(write_spec(spec), capsys, "gan+vae", "one generator")
 
 
-def test_inpaint_kind_needs_masks(write_spec, capsys):
-    spec = {**GOOD, "sweep": {**GOOD["sweep"], "augmentation": ["inpaint"]}}
-    expect_error(write_spec(spec), capsys, "sd-inpaint", "masks")
+def test_inpaint_kind_needs_a_generator_that_inpaints(write_spec, capsys):
+    spec = {**GOOD, "generator": {"name": "vae"},
+            "sweep": {**GOOD["sweep"], "synthetic_ratio": [1], "augmentation": ["inpaint"]}}
+    expect_error(write_spec(spec), capsys, "'vae'", "cannot inpaint")
 
 
 def test_optuna_with_only_fixed_values(write_spec, capsys):

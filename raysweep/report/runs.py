@@ -19,7 +19,8 @@ from raysweep.tracking import SWEEP_TAG
 
 ROLE_TAG = "raysweep.role"
 # The spec's axes in the order the report discusses them; seed is the repeat, not an axis.
-AXES = ("synthetic_ratio", "mask_fraction", "filter_threshold", "augmentation", "backbone")
+AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "filter_threshold", "augmentation",
+        "backbone")
 NUMERIC_AXES = ("synthetic_ratio", "mask_fraction", "filter_threshold")
 
 

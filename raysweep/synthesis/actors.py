@@ -22,6 +22,7 @@ from ray.exceptions import GetTimeoutError, RayError
 from raysweep.data import ImageDataset
 from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, explain_out_of_memory
 from raysweep.synthesis.service import ensure_generator, pool_key, pool_meta, pool_order
+from raysweep.synthesis.inpaint import inpaint_order, inpaint_pool_fields, inpaint_pool_key
 from raysweep.synthesis.store import PoolImages, SyntheticStore
 
 # An actor killed (OOM, node lost) is restarted and its request retried this many times.
@@ -43,7 +44,7 @@ class GeneratorActor:
     """Holds one trained generator in memory; `generate` turns (labels, seeds) into images."""
 
     def __init__(self, name: str, options: dict, train: ImageDataset, fit_seed: int,
-                 store_root: str, threads: int, gpu_fraction: float):
+                 store_root: str, threads: int, gpu_fraction: float, masking=None):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -55,6 +56,13 @@ class GeneratorActor:
         self.trained = ensure_generator(SyntheticStore(store_root), name, options, train, fit_seed,
                                         log=lambda message: print(f"[raysweep] {message}",
                                                                   flush=True))
+        # An inpainting source also loads the reference classifier, once, for its masks.
+        self.repainter = None
+        if masking is not None:
+            from raysweep.synthesis.inpaint import Repainter
+
+            self.repainter = Repainter(self.trained.generator, train, masking,
+                                       SyntheticStore(store_root))
         self.load_seconds = time.perf_counter() - start
         self.images_generated = 0
         self.generate_seconds = 0.0
@@ -68,6 +76,7 @@ class GeneratorActor:
                 "fit_seconds": self.trained.fit_seconds, "load_seconds": self.load_seconds,
                 "images_generated": self.images_generated,
                 "generate_seconds": self.generate_seconds,
+                "inpaint_config": getattr(self.trained.generator, "inpaint_config", dict)(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "cuda_devices": torch.cuda.device_count()}
 
@@ -84,6 +93,19 @@ class GeneratorActor:
         self.images_generated += len(labels)
         return images
 
+    @ray.method(max_task_retries=ACTOR_RESTARTS, retry_exceptions=[GPUMemoryCapExceeded])
+    def repaint(self, sources: np.ndarray, seeds: np.ndarray, fraction: float,
+                region: str) -> PoolImages:
+        """Pool images (with provenance) repainting these training images' masks."""
+        start = time.perf_counter()
+        with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})",
+                                   "lower the generator's batch_size or raise "
+                                   "synthesis.gpus_per_actor"):
+            images = self.repainter.repaint(sources, seeds, fraction, region)
+        self.generate_seconds += time.perf_counter() - start
+        self.images_generated += len(seeds)
+        return images
+
 
 @ray.remote(num_cpus=0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
 class SynthesisService:
@@ -97,13 +119,16 @@ class SynthesisService:
     writes run in a thread, never on the actor's event loop.
     """
 
-    def __init__(self, store_root: str, generator: str, actors: list,
-                 pools: dict[int, tuple[str, dict]], num_classes: int, chunk_size: int,
-                 chunk_timeout_s: float = CHUNK_TIMEOUT_S):
+    def __init__(self, store_root: str, generator: str, actors: list, pools: dict,
+                 num_classes: int, chunk_size: int, chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+                 train_labels: np.ndarray | None = None):
         self.store = SyntheticStore(store_root)
         self.generator = generator
         self.actors = actors
-        self.pools = {int(seed): value for seed, value in pools.items()}
+        # Pool ids: a seed, or (seed, mask_fraction, mask_region) for inpainted pools, whose
+        # images repaint training images (`train_labels` orders them).
+        self.pools = {_pool_id(pool): value for pool, value in pools.items()}
+        self.train_labels = train_labels
         self.num_classes = num_classes
         self.chunk_size = chunk_size
         self.chunk_timeout_s = chunk_timeout_s
@@ -111,16 +136,19 @@ class SynthesisService:
         self.generated = {seed: 0 for seed in self.pools}
         self.log: list[str] = []
 
-    async def ensure(self, seed: int, count: int) -> dict:
-        """Make pool `seed` hold >= count good images; say how many this call generated.
+    async def ensure(self, seed: int, count: int, mask_fraction: float | None = None,
+                     mask_region: str | None = None) -> dict:
+        """Make pool `seed` (inpainted: with this mask) hold >= count good images; say how
+        many this call generated.
 
         Reads (and checks) only the shards holding the first `count` images.
 
         Raises:
             SynthesisFailed: the actors died too often, were released, or timed out.
         """
-        key, meta = self.pools[int(seed)]
-        async with self.locks[int(seed)]:
+        pool = _pool_id(seed if mask_fraction is None else (seed, mask_fraction, mask_region))
+        key, meta = self.pools[pool]
+        async with self.locks[pool]:
             start_time = time.perf_counter()
             have = await asyncio.to_thread(self._good_prefix, key, meta, count)
             reused, generated = min(have, count), 0
@@ -129,19 +157,26 @@ class SynthesisService:
                     raise SynthesisFailed(
                         f"pool {key}: {count - have} more images are needed, but the "
                         f"{self.generator} actors were released once the planned pools were full")
-                generated += await self._extend(key, int(seed), have, count)
+                generated += await self._extend(key, pool, have, count)
                 have = await asyncio.to_thread(self.store.count, key)
-            self.generated[int(seed)] += generated
+            self.generated[pool] += generated
             return {"key": key, "count": max(count, have), "generated": generated,
                     "reused": reused, "seconds": time.perf_counter() - start_time}
 
-    async def _extend(self, key: str, seed: int, have: int, count: int) -> int:
+    async def _extend(self, key: str, pool: int | tuple, have: int, count: int) -> int:
         """Generate one wave of chunks from `have` on and append them in order; images added."""
         starts = list(range(have, count, self.chunk_size))[:2 * len(self.actors)]  # bounded memory
         chunks = [(s, min(s + self.chunk_size, count)) for s in starts]
-        orders = [pool_order(self.num_classes, seed, a, b) for a, b in chunks]
-        refs = [self.actors[i % len(self.actors)].generate.remote(*order)
-                for i, order in enumerate(orders)]
+        if isinstance(pool, tuple):
+            seed, fraction, region = pool
+            orders = [inpaint_order(self.train_labels, seed, a, b) for a, b in chunks]
+            refs = [self.actors[i % len(self.actors)].repaint.remote(sources, seeds, fraction,
+                                                                      region)
+                    for i, (sources, _labels, seeds) in enumerate(orders)]
+        else:
+            orders = [pool_order(self.num_classes, pool, a, b) for a, b in chunks]
+            refs = [self.actors[i % len(self.actors)].generate.remote(*order)
+                    for i, order in enumerate(orders)]
         try:
             results = await asyncio.wait_for(asyncio.gather(*refs), self.chunk_timeout_s)
         except asyncio.TimeoutError:
@@ -155,9 +190,10 @@ class SynthesisService:
                 f"generating ({_first_line(error)}); if it ran out of memory, lower "
                 f"synthesis.chunk_size or give actors more memory") from None
         added = 0
-        for (start, stop), (labels, seeds), images in zip(chunks, orders, results):
-            appended = await asyncio.to_thread(self.store.append, key,
-                                               PoolImages(images, labels, seeds), start)
+        for (start, stop), order, images in zip(chunks, orders, results):
+            if not isinstance(images, PoolImages):  # class-conditional: bare images
+                images = PoolImages(images, *order)
+            appended = await asyncio.to_thread(self.store.append, key, images, start)
             if not appended:  # another sweep extended this pool meanwhile: recount
                 break
             added += stop - start
@@ -185,15 +221,25 @@ class SynthesisService:
                 "keys": {seed: key for seed, (key, _) in self.pools.items()}}
 
 
+def _pool_id(pool) -> int | tuple:
+    """A hashable, normalised pool id: a seed, or (seed, fraction, region)."""
+    if isinstance(pool, (tuple, list)):
+        return int(pool[0]), float(pool[1]), str(pool[2])
+    return int(pool)
+
+
 def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int,
-                    store: SyntheticStore, seeds: list[int], *, actors: int, cpus_per_actor: float,
+                    store: SyntheticStore, seeds: list, *, actors: int, cpus_per_actor: float,
                     gpus_per_actor: float, chunk_size: int, service_name: str,
                     log=print, load_timeout_s: float = LOAD_TIMEOUT_S,
-                    chunk_timeout_s: float = CHUNK_TIMEOUT_S) -> tuple[object, list, dict]:
+                    chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+                    masking=None) -> tuple[object, list, dict]:
     """Start the generator actors (the first trains or loads, the rest load) and the service.
 
-    Every actor must report the same stored weights; the pools are keyed by them.
-    Returns the service handle, the actor handles and the first actor's info.
+    Every actor must report the same stored weights; the pools are keyed by them. `seeds` are
+    pool ids: seeds, or (seed, mask_fraction, mask_region) when `masking` (a `Masking`) makes
+    this an inpainting source. Returns the service handle, the actor handles and the first
+    actor's info.
 
     Raises:
         SynthesisFailed: an actor did not start (it died on every attempt, or waited longer
@@ -204,7 +250,8 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
     if gpus_per_actor == 0:  # Ray leaves CUDA_VISIBLE_DEVICES alone without a GPU: hide them
         settings["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
     make = GeneratorActor.options(**settings)
-    arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor)
+    arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor,
+                 masking)
     # The first actor trains (or loads) alone, so the others find the weights in the store.
     handles = [make.remote(*arguments)]
     first = _wait(handles[0].info.remote(), name, load_timeout_s,
@@ -221,10 +268,17 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
         f"{gpus_per_actor:g} GPU each")
     pools = {}
     for seed in seeds:
+        if masking is not None:
+            fields = inpaint_pool_fields(name, first["generator_key"], first["weights_sha256"],
+                                         first["inpaint_config"], masking, train.fingerprint(),
+                                         *seed)
+            pools[seed] = (inpaint_pool_key(fields), fields)
+            continue
         fields = (name, first["generator_key"], first["weights_sha256"], train.num_classes, seed)
         pools[seed] = (pool_key(*fields), pool_meta(*fields))
     service = SynthesisService.options(name=service_name).remote(
-        str(store.root), name, handles, pools, train.num_classes, chunk_size, chunk_timeout_s)
+        str(store.root), name, handles, pools, train.num_classes, chunk_size, chunk_timeout_s,
+        train.labels if masking is not None else None)
     return service, handles, first
 
 

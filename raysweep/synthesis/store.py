@@ -42,6 +42,8 @@ from raysweep.synthesis.backends import TEMP_PREFIX, UnsafePath, check_path, cre
 
 MANIFEST = "manifest.json"
 META = "meta.json"
+# Optional per-image arrays of inpainted pools (see PoolImages).
+_PROVENANCE = ("sources", "masks", "saliency")
 SHARD_NAME = re.compile(r"shard-\d{5,}(-[0-9a-f]{8})?\.npz")
 KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 # Conditional manifest writes that lose a race are retried; this many losses in a row means
@@ -65,11 +67,19 @@ def content_key(fields: dict) -> str:
 
 @dataclass(frozen=True)
 class PoolImages:
-    """A slice of a pool: uint8 images (N,H,W,C), their labels and their per-image seeds."""
+    """A slice of a pool: uint8 images (N,H,W,C), their labels and their per-image seeds.
+
+    Inpainted pools also record provenance: `sources` (the index of each image's real source
+    in the training split), `masks` (bool (N,H,W), True = repainted) and `saliency` (the
+    source's saliency map as uint8 (N,H,W)); None in class-conditional pools.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     seeds: np.ndarray
+    sources: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    saliency: np.ndarray | None = None
 
 
 class SyntheticStore:
@@ -98,31 +108,31 @@ class SyntheticStore:
 
     # -- generators -------------------------------------------------------------------------
 
-    def generator_dir(self, key: str) -> Path:
+    def generator_dir(self, key: str, *, area: str = "generators") -> Path:
         """A local directory holding generator `key`, every file checked against its sha256.
 
         For an S3 store the files are downloaded into the local cache first. FileNotFoundError
         if the generator is absent, CorruptGenerator if a file does not match.
         """
-        meta = self.generator_meta(key)
-        directory = self.backend.download_dir(f"generators/{_key(key)}/{meta['version']}",
+        meta = self.generator_meta(key, area=area)
+        directory = self.backend.download_dir(f"{area}/{_key(key)}/{meta['version']}",
                                               meta["files"])
         problems = _check_files(directory, meta["files"])
         if problems:
             raise CorruptGenerator(f"generator {key}: {problems[0]}; delete "
-                                   f"{self.backend.locate(f'generators/{key}')} to train it again")
+                                   f"{self.backend.locate(f'{area}/{key}')} to train it again")
         return directory
 
-    def has_generator(self, key: str) -> bool:
+    def has_generator(self, key: str, *, area: str = "generators") -> bool:
         try:
-            self.generator_meta(key)
+            self.generator_meta(key, area=area)
         except (FileNotFoundError, CorruptGenerator):
             return False
         return True
 
-    def generator_meta(self, key: str) -> dict:
+    def generator_meta(self, key: str, *, area: str = "generators") -> dict:
         """The generator's meta.json; FileNotFoundError if absent, CorruptGenerator if malformed."""
-        data = self.backend.read_bytes(f"generators/{_key(key)}/{META}")
+        data = self.backend.read_bytes(f"{area}/{_key(key)}/{META}")
         return _parse_generator_meta(key, data)
 
     def generator_weights(self, key: str) -> str:
@@ -134,13 +144,14 @@ class SyntheticStore:
         """Keys of the complete generators (those whose meta.json was written)."""
         return _keys_with_meta(self.backend.list("generators"))
 
-    def save_generator(self, key: str, meta: dict, save_fn) -> tuple[Path, bool]:
+    def save_generator(self, key: str, meta: dict, save_fn, *,
+                       area: str = "generators") -> tuple[Path, bool]:
         """Call `save_fn(tmpdir)`, store the result as a new version, then meta.json if absent.
 
         Returns the local directory of the stored generator and whether it is the one saved
         here (False: another process stored this key first; its files win, load them).
         """
-        base = f"generators/{_key(key)}"
+        base = f"{area}/{_key(key)}"
         version = uuid.uuid4().hex[:12]
         final = self.backend.mirror_dir(f"{base}/{version}")
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +171,7 @@ class SyntheticStore:
             try:
                 self.backend.upload_dir(f"{base}/{version}")
                 _, current = self.backend.read_versioned(f"{base}/{META}")
-                if current is not None and self.has_generator(key):
+                if current is not None and self.has_generator(key, area=area):
                     stored = False  # someone else's complete save came first
                 else:  # absent, or an unreadable leftover: replace exactly that version
                     stored = self.backend.write_if(f"{base}/{META}", record, current)
@@ -169,38 +180,25 @@ class SyntheticStore:
                 raise
             if not stored:
                 self.backend.delete_dir(f"{base}/{version}")  # never listed: nobody reads it
-        return (final, True) if stored else (self.generator_dir(key), False)
+        return (final, True) if stored else (self.generator_dir(key, area=area), False)
 
     # -- reference classifiers --------------------------------------------------------------
+    # Stored exactly like generators (versioned, sha256-checked files, meta.json last), under
+    # `classifiers/<key>/`.
 
     def has_classifier(self, key: str) -> bool:
-        return self.backend.exists(f"classifiers/{key}/{META}")
+        return self.has_generator(key, area="classifiers")
 
     def classifier_dir(self, key: str) -> Path:
-        """A local directory holding classifier `key` (downloaded first from S3)."""
-        meta = self.classifier_meta(key)
-        return self.backend.download_dir(f"classifiers/{key}", meta["files"])
+        """A local directory holding classifier `key`, its files checked."""
+        return self.generator_dir(key, area="classifiers")
 
     def classifier_meta(self, key: str) -> dict:
-        return json.loads(self.backend.read_bytes(f"classifiers/{key}/{META}"))
+        return self.generator_meta(key, area="classifiers")
 
-    def save_classifier(self, key: str, meta: dict, save_fn) -> Path:
-        """Like `save_generator`, under `classifiers/<key>/`; meta.json last."""
-        path = f"classifiers/{key}"
-        final = self.backend.mirror_dir(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
-        save_fn(str(tmp))
-        files = {p.relative_to(tmp).as_posix(): _sha256_file(p)
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        self.backend.upload_dir(path)
-        # meta.json last, naming the files: a reader never sees a classifier without weights.
-        self.backend.write_bytes(f"{path}/{META}",
-                                 json.dumps({**meta, "files": files}, indent=2, default=str).encode())
-        return final
+    def save_classifier(self, key: str, meta: dict, save_fn) -> tuple[Path, bool]:
+        """Like `save_generator`: the directory and whether this call's save is the stored one."""
+        return self.save_generator(key, meta, save_fn, area="classifiers")
 
     # -- pools ------------------------------------------------------------------------------
 
@@ -246,7 +244,10 @@ class SyntheticStore:
             raise ValueError(f"pool {key}: {len(images.images)} images, {n} labels and "
                              f"{len(images.seeds)} seeds; append needs one of each per image")
         buffer = io.BytesIO()
-        np.savez(buffer, images=images.images, labels=images.labels, seeds=images.seeds)
+        provenance = {name: value for name in _PROVENANCE
+                      if (value := getattr(images, name)) is not None}
+        np.savez(buffer, images=images.images, labels=images.labels, seeds=images.seeds,
+                 **provenance)
         data = buffer.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         with self.backend.lock(f"pools/{_key(key)}"):
@@ -283,9 +284,11 @@ class SyntheticStore:
         if not parts:
             return PoolImages(np.zeros((0,), np.uint8), np.zeros((0,), np.int64),
                               np.zeros((0,), np.int64))
+        provenance = {name: np.concatenate([getattr(p, name) for p in parts])[:n]
+                      for name in _PROVENANCE if all(getattr(p, name) is not None for p in parts)}
         return PoolImages(np.concatenate([p.images for p in parts])[:n],
                           np.concatenate([p.labels for p in parts])[:n],
-                          np.concatenate([p.seeds for p in parts])[:n])
+                          np.concatenate([p.seeds for p in parts])[:n], **provenance)
 
     def verify(self, key: str, n: int | None = None) -> list[str]:
         """Problems found in the shards holding the first n images (all when None); empty
@@ -351,7 +354,8 @@ class SyntheticStore:
         if hashlib.sha256(data).hexdigest() != shard["sha256"]:
             raise CorruptPool(f"pool {key}: {shard['file']} does not match its checksum")
         with np.load(io.BytesIO(data)) as arrays:
-            part = PoolImages(arrays["images"], arrays["labels"], arrays["seeds"])
+            part = PoolImages(arrays["images"], arrays["labels"], arrays["seeds"],
+                              **{name: arrays[name] for name in _PROVENANCE if name in arrays})
         if not len(part.images) == len(part.labels) == len(part.seeds) == shard["count"]:
             raise CorruptPool(f"pool {key}: {shard['file']} holds {len(part.labels)} images, "
                               f"its manifest entry says {shard['count']}")

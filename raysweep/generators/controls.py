@@ -1,0 +1,105 @@
+"""`blur` and `erase`: non-generative controls for inpainting, on the same masks.
+
+A repainted pool is only interesting next to what the same mask does without a generative
+model: `blur` replaces the masked pixels by a Gaussian blur of the image, `erase` by a flat
+fill. Both take the same `sample_inpaint(images, masks, labels, seeds)` call as `ddpm` and
+`sd-inpaint`, so a sweep compares them on the augmentation axis. Nothing is trained; `fit`
+records the data shape so the store can key and reload them like any generator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from raysweep.generators.base import register_generator
+
+_CONFIG_FILE = "raysweep_control.json"
+
+
+class _MaskControl:
+    """What both controls share: no training, a tiny saved config, the input checks."""
+
+    name = ""
+
+    def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
+            progress: Callable[[str], None] | None = None) -> None:
+        self.data_shape = tuple(int(s) for s in np.asarray(images).shape[1:])
+
+    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        raise TypeError(f"{self.name}: a control needs source images and masks; call "
+                        f"sample_inpaint(images, masks, labels, seeds)")
+
+    def save(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, _CONFIG_FILE), "w") as handle:
+            json.dump({"config": self.config(), "data_shape": list(self.data_shape)}, handle)
+
+    def load(self, directory: str) -> None:
+        with open(os.path.join(directory, _CONFIG_FILE)) as handle:
+            self.data_shape = tuple(json.load(handle)["data_shape"])
+
+    def inpaint_config(self) -> dict[str, Any]:
+        return self.config()
+
+    def sample_inpaint(self, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
+                       seeds: np.ndarray) -> np.ndarray:
+        """The sources with their masked pixels (mask 1) replaced by `_fill`."""
+        images = np.asarray(images)
+        masks = np.asarray(masks).astype(np.float32)
+        if images.ndim != 4 or images.dtype != np.uint8 or masks.shape != images.shape[:3]:
+            raise ValueError(f"{self.name}.sample_inpaint: need uint8 images (N, H, W, C) and "
+                             f"masks (N, H, W), got {images.dtype} {images.shape} and "
+                             f"{masks.shape}")
+        source = images.astype(np.float32)
+        alpha = masks[..., None]
+        return np.clip(np.round(alpha * self._fill(source) + (1 - alpha) * source),
+                       0, 255).astype(np.uint8)
+
+
+@register_generator("blur")
+class BlurControl(_MaskControl):
+    """Masked pixels become a Gaussian blur of the image.
+
+    Args:
+        sigma: blur standard deviation in pixels.
+    """
+
+    def __init__(self, *, sigma: float = 3.0) -> None:
+        if float(sigma) <= 0:
+            raise ValueError(f"blur: sigma must be > 0, got {sigma!r}")
+        self.sigma = float(sigma)
+        self.data_shape = None
+
+    def config(self) -> dict[str, Any]:
+        return {"generator": self.name, "sigma": self.sigma}
+
+    def _fill(self, source: np.ndarray) -> np.ndarray:
+        return gaussian_filter(source, sigma=(0, self.sigma, self.sigma, 0), mode="nearest")
+
+
+@register_generator("erase")
+class EraseControl(_MaskControl):
+    """Masked pixels become one flat value.
+
+    Args:
+        fill: "mean" (each image's mean colour) or a grey level in [0, 1].
+    """
+
+    def __init__(self, *, fill: float | str = "mean") -> None:
+        if fill != "mean" and not (isinstance(fill, (int, float)) and 0 <= fill <= 1):
+            raise ValueError(f"erase: fill must be 'mean' or a number in [0, 1], got {fill!r}")
+        self.fill = fill
+        self.data_shape = None
+
+    def config(self) -> dict[str, Any]:
+        return {"generator": self.name, "fill": self.fill}
+
+    def _fill(self, source: np.ndarray) -> np.ndarray:
+        if self.fill == "mean":
+            return np.broadcast_to(source.mean(axis=(1, 2), keepdims=True), source.shape)
+        return np.full_like(source, 255.0 * float(self.fill))

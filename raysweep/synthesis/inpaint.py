@@ -1,0 +1,106 @@
+"""Inpainted pools: real training images with a saliency mask repainted (seed 000's method).
+
+Image i of an inpainted pool repaints source `order[i % n]` of the training split, where
+`order` interleaves the classes (a seeded shuffle within each class), so every prefix is
+class-balanced and a ratio r reads r variants of each real image (variant i // n, with its own
+seed). Its mask takes `mask_fraction` of the pixels of the source's saliency map
+(`mask_region`), its noise comes from its per-image seed, so image i depends only on the pool's
+key fields and i, like any pool.
+
+The key hashes the saliency model, CAM method, target layer, smoothing, region, fraction, the
+generator and its repainting settings, the training data and the seed; each image records its
+source index, mask and saliency map (provenance, see `PoolImages`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from raysweep.data import ImageDataset
+from raysweep.synthesis.store import PoolImages, SyntheticStore, content_key
+
+
+@dataclass(frozen=True)
+class Masking:
+    """How masks are made: the reference classifier and the CAM settings (spec `saliency:`)."""
+
+    reference_options: dict
+    reference_seed: int
+    reference_key: str
+    method: str
+    target_layer: str | None
+    smoothing: float
+
+    def fields(self) -> dict:
+        return {"reference_key": self.reference_key, "method": self.method,
+                "target_layer": self.target_layer, "smoothing": self.smoothing}
+
+
+def source_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Training-set indices, classes interleaved, seeded shuffle within each class."""
+    rng = np.random.default_rng(int(seed))
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    rounds = max(len(members) for members in per_class)
+    return np.array([members[r] for r in range(rounds) for members in per_class
+                     if r < len(members)], dtype=np.int64)
+
+
+def inpaint_order(labels: np.ndarray, seed: int, start: int, stop: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source indices, labels, per-image seeds) of pool images [start, stop)."""
+    order = source_order(labels, seed)
+    index = np.arange(start, stop, dtype=np.int64)
+    sources = order[index % len(order)]
+    return sources, labels[sources], (np.int64(seed) << np.int64(32)) + index
+
+
+def inpaint_pool_fields(generator: str, generator_key: str, weights_sha256: str,
+                        inpaint_config: dict, masking: Masking, train_fingerprint: str,
+                        seed: int, fraction: float, region: str) -> dict:
+    """Everything an inpainted pool's images depend on (its key hashes this; `cache ls` shows it)."""
+    return {"kind": "inpaint", "generator": generator, "generator_key": generator_key,
+            "weights": weights_sha256, "inpaint_config": inpaint_config, **masking.fields(),
+            "train_fingerprint": train_fingerprint, "seed": int(seed),
+            "mask_fraction": float(fraction), "mask_region": region,
+            "order": "source = classes interleaved; variant = i // n_train"}
+
+
+def inpaint_pool_key(fields: dict) -> str:
+    return content_key(fields)
+
+
+class Repainter:
+    """Saliency maps of the whole training split (computed once), masks and repainting."""
+
+    def __init__(self, generator, train: ImageDataset, masking: Masking, store: SyntheticStore):
+        from raysweep.reference_classifier import ensure_reference_classifier
+
+        self.generator = generator
+        self.train = train
+        self.masking = masking
+        self.reference = ensure_reference_classifier(store, train, masking.reference_options,
+                                                     masking.reference_seed, log=lambda _m: None)
+        self._maps: np.ndarray | None = None
+
+    def maps(self) -> np.ndarray:
+        from raysweep.saliency import saliency_maps
+
+        if self._maps is None:
+            self._maps = saliency_maps(self.reference, self.train.images, self.train.labels,
+                                       self.masking.method, self.masking.target_layer)
+        return self._maps
+
+    def repaint(self, sources: np.ndarray, seeds: np.ndarray, fraction: float,
+                region: str) -> PoolImages:
+        from raysweep.saliency import mask_from_cam
+
+        maps = self.maps()[sources]
+        masks = np.stack([mask_from_cam(cam, fraction, region, np.random.default_rng(int(s)),
+                                        smooth=self.masking.smoothing)
+                          for cam, s in zip(maps, seeds)])
+        labels = self.train.labels[sources]
+        images = self.generator.sample_inpaint(self.train.images[sources], masks, labels, seeds)
+        return PoolImages(images, labels, seeds, sources=sources, masks=masks,
+                          saliency=np.round(maps * 255).astype(np.uint8))
