@@ -209,10 +209,12 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             interrupt.in_tune = False
             interrupt.check()
             if actors:
-                client.log_metric(parent_run_id, "generator_model_loads", float(model_loads(actors)))
-                generated = sum(sum(ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
-                                    ["generated"].values()) for service in services.values())
-                client.log_metric(parent_run_id, "synthetic_images_generated", float(generated))
+                stats = [ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
+                         for service in services.values()]
+                client.log_metric(parent_run_id, "generator_model_loads",
+                                  float(sum(s["model_loads"] for s in stats)))
+                client.log_metric(parent_run_id, "synthetic_images_generated",
+                                  float(sum(sum(s["generated"].values()) for s in stats)))
             errors = len(results.errors)
             if errors == 0:
                 best = results.get_best_result()
@@ -291,14 +293,6 @@ def _judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore, pools
     if judging:
         judge_pools(client, run_id, store, pools, plan.splits, reference,
                     spec.synthesis.quality_epochs, log=log)
-
-
-def model_loads(actors: list) -> int:
-    """Each actor process loads its model once, in its constructor: loads = actors + restarts."""
-    from ray._private.state import actors as actor_table
-
-    table = actor_table()
-    return sum(1 + int(table.get(a._actor_id.hex(), {}).get("NumRestarts", 0)) for a in actors)
 
 
 def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,

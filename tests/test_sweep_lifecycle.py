@@ -36,17 +36,19 @@ sweep:
   seed: [0, 1]
 """
 
-# A generator and pools too, so `--resume` has pools to reuse. Its one actor holds a CPU, so
-# with --num-cpus 2 one trial runs at a time and some finish before the driver is killed.
-WITH_POOLS = """
+# A generator and pools too, so `--resume` has pools to reuse. Each trial asks for both CPUs, so
+# trials run one at a time and for seconds each: the test can catch the moment when Tune's saved
+# state holds one trial finished while the next still runs, and kill the driver there.
+RESUMED_EPOCHS = 12
+WITH_POOLS = f"""
 name: resumed
-dataset: {name: digits, per_class: 8}
+dataset: {{name: digits, per_class: 8}}
 generator:
   name: ddpm
-  options: {steps: 3, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}
-synthesis: {actors: 1, chunk_size: 40}
-training: {epochs: 3, batch_size: 16, input_size: 16}
-tune: {cpus_per_trial: 1}
+  options: {{steps: 3, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}}
+synthesis: {{actors: 1, chunk_size: 40}}
+training: {{epochs: {RESUMED_EPOCHS}, batch_size: 16, input_size: 16}}
+tune: {{cpus_per_trial: 2}}
 sweep:
   synthetic_ratio: [0, 1]
   backbone: test_resnet
@@ -57,7 +59,9 @@ sweep:
 def start_sweep(directory: Path, spec_text: str, *extra: str) -> subprocess.Popen:
     spec = directory / "spec.yaml"
     spec.write_text(spec_text)
-    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Tune saves its experiment state (what --resume reads) every 10 s by default; every second
+    # here, so a finished trial is on disk well before the last trial ends.
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     environment.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", str(spec),
                              "--num-cpus", "2", *extra], cwd=directory, env=environment,
@@ -135,7 +139,7 @@ def test_a_killed_driver_resumes_and_mlflow_ends_with_one_run_per_trial(tmp_path
     before = {r.info.run_id: [m.value for m in client.get_metric_history(r.info.run_id, "train_loss")]
               for r in children(runs(tmp_path, "resumed"))
               if r.data.tags["raysweep.trial_id"] in done}
-    assert before and all(len(losses) == 3 for losses in before.values())
+    assert before and all(len(losses) == RESUMED_EPOCHS for losses in before.values())
     parent_id = next(r.info.run_id for r in runs(tmp_path, "resumed")
                      if r.data.tags.get("raysweep.role") == "sweep")
     assert client.get_run(parent_id).info.status == "RUNNING"  # what a killed driver leaves
@@ -154,7 +158,7 @@ def test_a_killed_driver_resumes_and_mlflow_ends_with_one_run_per_trial(tmp_path
     # Trials the saved state held finished were not run again: their loss curves are unchanged.
     for run_id, losses in before.items():
         assert [m.value for m in client.get_metric_history(run_id, "train_loss")] == losses
-    assert all(r.data.metrics["epoch"] == 3 for r in kids)
+    assert all(r.data.metrics["epoch"] == RESUMED_EPOCHS for r in kids)
 
 
 def test_resume_with_nothing_to_resume_is_one_line(in_tmp_cwd, capsys):

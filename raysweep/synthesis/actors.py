@@ -39,12 +39,29 @@ class SynthesisFailed(RuntimeError):
     """Generation could not finish: actors died more often than allowed, or a wait timed out."""
 
 
+@ray.remote(num_cpus=0)
+class LoadLedger:
+    """Counts generator loads: each actor process records one when its constructor finishes,
+    so a restarted actor counts again. (Ray's own restart counts sit behind its state API,
+    which needs the dashboard; sweeps run without one.)"""
+
+    def __init__(self):
+        self.pids: list[int] = []
+
+    def loaded(self, pid: int) -> None:
+        self.pids.append(pid)
+
+    def count(self) -> int:
+        return len(self.pids)
+
+
 @ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
 class GeneratorActor:
     """Holds one trained generator in memory; `generate` turns (labels, seeds) into images."""
 
     def __init__(self, name: str, options: dict, train: ImageDataset, fit_seed: int,
-                 store_root: str, threads: int, gpu_fraction: float, masking=None):
+                 store_root: str, threads: int, gpu_fraction: float, masking=None,
+                 ledger=None):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -66,6 +83,8 @@ class GeneratorActor:
         self.load_seconds = time.perf_counter() - start
         self.images_generated = 0
         self.generate_seconds = 0.0
+        if ledger is not None:
+            ray.get(ledger.loaded.remote(os.getpid()), timeout=CALL_TIMEOUT_S)
 
     def info(self) -> dict:
         """Who this actor is and what it has done (a restart shows as a new pid)."""
@@ -121,8 +140,9 @@ class SynthesisService:
 
     def __init__(self, store_root: str, generator: str, actors: list, pools: dict,
                  num_classes: int, chunk_size: int, chunk_timeout_s: float = CHUNK_TIMEOUT_S,
-                 train_labels: np.ndarray | None = None):
+                 train_labels: np.ndarray | None = None, ledger=None):
         self.store = SyntheticStore(store_root)
+        self.ledger = ledger
         self.generator = generator
         self.actors = actors
         # Pool ids: a seed, or (seed, mask_fraction, mask_region) for inpainted pools, whose
@@ -216,9 +236,13 @@ class SynthesisService:
         released, self.actors = len(self.actors), []
         return released
 
-    def stats(self) -> dict:
+    async def stats(self) -> dict:
+        """Images generated per pool, the log, the pool keys, and how many times a generator
+        was loaded (actors + restarts)."""
+        loads = await self.ledger.count.remote() if self.ledger is not None else 0
         return {"generated": dict(self.generated), "log": list(self.log),
-                "keys": {seed: key for seed, (key, _) in self.pools.items()}}
+                "keys": {seed: key for seed, (key, _) in self.pools.items()},
+                "model_loads": loads}
 
 
 def _pool_id(pool) -> int | tuple:
@@ -250,8 +274,9 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
     if gpus_per_actor == 0:  # Ray leaves CUDA_VISIBLE_DEVICES alone without a GPU: hide them
         settings["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
     make = GeneratorActor.options(**settings)
+    ledger = LoadLedger.remote()
     arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor,
-                 masking)
+                 masking, ledger)
     # The first actor trains (or loads) alone, so the others find the weights in the store.
     handles = [make.remote(*arguments)]
     first = _wait(handles[0].info.remote(), name, load_timeout_s,
@@ -278,7 +303,7 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
         pools[seed] = (pool_key(*fields), pool_meta(*fields))
     service = SynthesisService.options(name=service_name).remote(
         str(store.root), name, handles, pools, train.num_classes, chunk_size, chunk_timeout_s,
-        train.labels if masking is not None else None)
+        train.labels if masking is not None else None, ledger)
     return service, handles, first
 
 
