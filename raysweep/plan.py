@@ -79,6 +79,7 @@ class TrialPlan:
         synthesis_mode: `add`, `replace` or `only`.
         store_root: the synthetic store (local path or s3:// URI).
         metric, mode: what early stopping and Tune watch.
+        checkpoint_interval_s: the least time between two resumable checkpoints.
     """
 
     swept: dict[str, Any]
@@ -100,6 +101,7 @@ class TrialPlan:
     store_root: str
     metric: str
     mode: str
+    checkpoint_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class TrialPlanner:
     store_root: str
     metric: str
     mode: str
+    checkpoint_interval_s: float
 
     def trial_plan(self, config: dict) -> TrialPlan:
         ratio = float(config["synthetic_ratio"])
@@ -134,7 +137,8 @@ class TrialPlanner:
             device="cuda" if self.gpus_per_trial > 0 else "cpu",
             gpu_memory_fraction=self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else None,
             dataset=self.dataset, training=self.training, synthesis_mode=self.synthesis_mode,
-            store_root=self.store_root, metric=self.metric, mode=self.mode)
+            store_root=self.store_root, metric=self.metric, mode=self.mode,
+            checkpoint_interval_s=self.checkpoint_interval_s)
 
 
 def service_name(sweep_id: str, generator: str) -> str:
@@ -166,7 +170,8 @@ class Plan:
             gpus_per_trial=spec.tune.gpus_per_trial,
             dataset=spec.dataset.model_dump(), training=spec.training.model_dump(),
             synthesis_mode=spec.synthesis.mode, store_root=store_root,
-            metric=spec.tune.metric, mode=spec.tune.mode)
+            metric=spec.tune.metric, mode=spec.tune.mode,
+            checkpoint_interval_s=spec.tune.checkpoint_interval_s)
 
     def summary(self) -> str:
         train, val, test = self.splits.train, self.splits.val, self.splits.test
@@ -230,6 +235,21 @@ def check_names(spec: Spec) -> None:
     if axes["seed"].kind in ("uniform", "loguniform", "randint") and spec.needs_synthetic:
         raise UserError("sweep.seed: each seed needs its own synthetic pool, made before trials "
                         "start; give seeds as a list, e.g. seed: [0, 1, 2]")
+    check_quality(spec)
+
+
+def check_quality(spec: Spec) -> None:
+    """Inception weights are only read when pools are judged, and must be Inception's."""
+    synthesis = spec.synthesis
+    if synthesis.inception_weights is None:
+        return
+    if synthesis.quality_epochs == 0 or not generators_used(spec):
+        raise UserError("synthesis.inception_weights: set, but no pool is judged; set "
+                        "synthesis.quality_epochs > 0 in a sweep with generated images, or "
+                        "remove inception_weights")
+    from raysweep.quality.inception import load_inception_weights
+
+    load_inception_weights(synthesis.inception_weights)
 
 
 def check_generator(name: str, options: dict) -> None:
@@ -359,6 +379,11 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
     splits = load_splits(spec.dataset.model_dump())
     axes = spec.axes()
     param_space = {name: _to_tune(axis, spec.tune.search_alg) for name, axis in axes.items()}
+    ratio = axes["synthetic_ratio"]
+    if spec.tune.search_alg == "grid" and ratio.kind == "grid":
+        # Tune starts grid trials in order and the ratio varies slowest: largest training sets
+        # first, so the trials left running at the end, beside idle slots, are the short ones.
+        param_space["synthetic_ratio"] = tune.grid_search(sorted(ratio.values, reverse=True))
     grid = math.prod(len(a.values) for a in axes.values()
                      if spec.tune.search_alg == "grid" and a.kind == "grid")
     trial_count = grid * spec.tune.num_samples

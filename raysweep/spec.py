@@ -116,6 +116,10 @@ class SynthesisSpec(_Strict):
     # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
     # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
     quality_epochs: int = Field(default=0, ge=0)
+    # Fréchet distance and KID on Inception v3 features (as published FIDs) instead of the
+    # reference classifier's: a local copy of torch-fidelity's FID Inception weights. Never
+    # downloaded; needs quality_epochs > 0.
+    inception_weights: str | None = None
 
 
 class TTASpec(_Strict):
@@ -164,6 +168,10 @@ class TuneSpec(_Strict):
     storage_path: str = ".raysweep/tune"
     # A trial that fails (a lost node, an OOM) is retried from its last checkpoint this often.
     max_failures: int = Field(default=2, ge=0, le=100)
+    # A trial saves a resumable checkpoint (model + optimizer) at most this often, in seconds;
+    # a retried or resumed trial redoes at most this much work. 0: after every epoch (every
+    # checkpoint is then kept: that costs a model's size per epoch in storage_path).
+    checkpoint_interval_s: float = Field(default=60, ge=0, le=86_400)
 
     @field_validator("gpus_per_trial")
     @classmethod

@@ -269,14 +269,20 @@ def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
             reuse_actors=True),
         run_config=tune.RunConfig(
             name=sweep_id, storage_path=storage_path, callbacks=callbacks, verbose=1,
-            # Every checkpoint is kept: Tune deletes an old one when it registers a new one, but
-            # saves its experiment state later, so a driver killed in between leaves a state
-            # naming a deleted checkpoint, and `--resume` could not restore that trial (seen
-            # with num_to_keep=1). The price is disk in the storage path: one per epoch.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=_checkpoints_kept(spec)),
             # A trial that fails (a lost node, an OOM) restarts from its last checkpoint.
             failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures)),
     )
+
+
+def _checkpoints_kept(spec) -> int | None:
+    """How many checkpoints per trial Tune keeps. Tune deletes an old one when it registers a
+    new one but saves its experiment state later (every 10 s or more), so a driver killed in
+    between leaves a state naming a deleted checkpoint and `--resume` cannot restore that trial
+    (seen with num_to_keep=1 and a checkpoint per epoch). Trials save at most one state per
+    `checkpoint_interval_s` (a minute by default), so keeping three covers a state two
+    intervals old; with a checkpoint every epoch (interval 0) every one is kept."""
+    return None if spec.tune.checkpoint_interval_s == 0 else 3
 
 
 def _judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore, pools: dict,
@@ -288,10 +294,20 @@ def _judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore, pools
     judging = bool(pools) and spec.synthesis.quality_epochs > 0
     if not (filtering or judging):
         return
-    reference = sweep_reference(store, plan.splits, log=log)
-    client.log_metric(run_id, "reference_test_accuracy", reference.test_accuracy)
+    features = None
+    inception = spec.synthesis.inception_weights
+    if judging and inception:
+        from raysweep.quality.inception import inception_features
+
+        features = inception_features(inception)
+    if filtering or features is None:
+        reference = sweep_reference(store, plan.splits, log=log)
+        client.log_metric(run_id, "reference_test_accuracy", reference.test_accuracy)
+        features = features or reference.features
     if judging:
-        judge_pools(client, run_id, store, pools, plan.splits, reference,
+        client.log_param(run_id, "quality_features",
+                         "inception-v3" if inception else "reference-classifier")
+        judge_pools(client, run_id, store, pools, plan.splits, features,
                     spec.synthesis.quality_epochs, log=log)
 
 

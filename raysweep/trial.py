@@ -11,6 +11,7 @@ gallery original | saliency | mask | repainted) that tracking logs to MLflow.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +74,28 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     if checkpoint:
         with checkpoint.as_directory() as directory:
             # weights_only: a checkpoint is tensors and numbers; never unpickle code from disk.
-            resume = torch.load(Path(directory) / "state.pt", map_location="cpu",
-                                weights_only=True)
+            # The last report's checkpoint has no state (only a driver killed between that
+            # report and Tune marking the trial done restarts it): the trial runs again.
+            state_file = Path(directory) / "state.pt"
+            if state_file.exists():
+                resume = torch.load(state_file, map_location="cpu", weights_only=True)
+
+    last_saved = time.monotonic()
 
     def report(metrics: dict, state: dict, final: FinalEvaluation | None) -> None:
+        nonlocal last_saved
+        # A resumable state (model + optimizer, a model's size several times over) is saved at
+        # most every checkpoint_interval_s; the last report carries the artifacts instead, since
+        # a finished trial never resumes.
+        due = time.monotonic() - last_saved >= plan.checkpoint_interval_s
+        if final is None and not due:
+            tune.report({**metrics, **cost})
+            return
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(state, Path(directory) / "state.pt")
-            if final is not None:
+            if final is None:
+                torch.save(state, Path(directory) / "state.pt")
+                last_saved = time.monotonic()
+            else:
                 write_trial_artifacts(Path(directory) / "artifacts", final, metrics, splits,
                                       synthetic_images, synthetic_labels)
                 if pool is not None and pool.sources is not None:

@@ -79,6 +79,14 @@ def test_sweep_end_to_end_records_every_trial(in_tmp_cwd, capsys):
     assert parent_metrics["synthetic_images_generated"] == 160
     assert parent_metrics["generator_model_loads"] == 2
 
+    # Trials this short save no resumable state (one a minute at most): a finished trial's
+    # checkpoint holds its artifacts only, so the sweep leaves no model-sized files behind.
+    sweep_id = parents.iloc[0]["tags.raysweep.sweep"]
+    checkpoints = list((in_tmp_cwd / ".raysweep" / "tune" / sweep_id).glob("*/checkpoint_*"))
+    assert len(checkpoints) == 6
+    assert all((c / "artifacts" / "confusion_matrix.png").exists() for c in checkpoints)
+    assert not list((in_tmp_cwd / ".raysweep" / "tune").rglob("state.pt"))
+
     # A second sweep reuses the trained generator and the pools.
     assert main(["run", str(spec), "--num-cpus", "2", "--set", "sweep.synthetic_ratio=[0, 1]"]) == 0
     out = capsys.readouterr().out

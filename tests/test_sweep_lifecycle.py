@@ -38,7 +38,8 @@ sweep:
 
 # A generator and pools too, so `--resume` has pools to reuse. Each trial asks for both CPUs, so
 # trials run one at a time and for seconds each: the test can catch the moment when Tune's saved
-# state holds one trial finished while the next still runs, and kill the driver there.
+# state holds one trial finished while the next still runs, and kill the driver there. Every
+# epoch is checkpointed, so the cut-off trial continues from one.
 RESUMED_EPOCHS = 12
 WITH_POOLS = f"""
 name: resumed
@@ -48,7 +49,7 @@ generator:
   options: {{steps: 3, block_out_channels: [8, 16], image_size: 8, sample_steps: 2, batch_size: 16}}
 synthesis: {{actors: 1, chunk_size: 40}}
 training: {{epochs: {RESUMED_EPOCHS}, batch_size: 16, input_size: 16}}
-tune: {{cpus_per_trial: 2}}
+tune: {{cpus_per_trial: 2, checkpoint_interval_s: 0}}
 sweep:
   synthetic_ratio: [0, 1]
   backbone: test_resnet
