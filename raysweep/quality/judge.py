@@ -16,8 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.data import DataSplits
 from raysweep.quality.cas import classification_accuracy_score
-from raysweep.quality.pool import pool_quality
-from raysweep.reference_classifier import ReferenceClassifier
+from raysweep.quality.pool import FeatureFn, pool_quality
 from raysweep.synthesis.store import SyntheticStore
 
 SUMMARY = ("frechet_distance", "kid", "precision", "recall", "ssim_nearest_real")
@@ -25,8 +24,10 @@ SUMMARY = ("frechet_distance", "kid", "precision", "recall", "ssim_nearest_real"
 
 def judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore,
                 pools: dict[tuple[str, int], str], splits: DataSplits,
-                reference: ReferenceClassifier, cas_epochs: int,
+                features: FeatureFn, cas_epochs: int,
                 log: Callable[[str], None] = print) -> None:
+    """`features` maps images to the features the distribution metrics compare: the
+    reference classifier's, or Inception's when the user gave its weights."""
     train, test = splits.train, splits.test
     class_names = list(train.class_names)
     with tempfile.TemporaryDirectory() as directory:
@@ -34,7 +35,7 @@ def judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore,
             start = time.perf_counter()
             pool = store.read(key, store.count(key))
             table = pool_quality(train.images, train.labels, pool.images, pool.labels,
-                                 reference.features, class_names, seed=seed)
+                                 features, class_names, seed=seed)
             cas = classification_accuracy_score(pool.images, pool.labels, test.images,
                                                 test.labels, train.num_classes,
                                                 epochs=cas_epochs, seed=seed)

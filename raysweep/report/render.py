@@ -62,8 +62,8 @@ def as_text(report: Report) -> str:
     quality = sweep.quality
     if not quality.empty:
         overall = quality[quality["class"] == "all"].drop(columns=["class"]).set_index("pool")
-        lines += ["", "synthetic quality per pool (reference-classifier features; per class in "
-                      "the HTML/JSON):", overall.to_string(float_format=lambda v: f"{v:.4g}")]
+        lines += ["", f"synthetic quality per pool ({_feature_network(sweep)} features; per "
+                      f"class in the HTML/JSON):", overall.to_string(float_format=lambda v: f"{v:.4g}")]
     if report.importances:
         lines += ["", "parameter importance (Optuna fANOVA): " + ", ".join(
             f"{k} {v:.2f}" for k, v in report.importances.items())]
@@ -102,7 +102,7 @@ def as_html(report: Report) -> str:
         parts += ["<h2>Best trials</h2>", report.best.to_html(index=False)]
     if not sweep.quality.empty:
         parts += ["<h2>Synthetic quality per pool and class</h2>",
-                  "<p>Fréchet distance, KID, precision/recall on the reference classifier's "
+                  f"<p>Fréchet distance, KID, precision/recall on {_feature_network(sweep)} "
                   "features; SSIM to the nearest real image; CAS: balanced accuracy on real test "
                   "images of a classifier trained on the pool alone.</p>",
                   sweep.quality.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")]
@@ -135,3 +135,10 @@ def write_report(report: Report, out_dir: Path, formats: list[str]) -> list[Path
         for figure in report.figures:
             Path(figure).unlink(missing_ok=True)
     return written
+
+
+def _feature_network(sweep) -> str:
+    """Which network's features the pools' distribution metrics compare."""
+    if sweep.params.get("quality_features") == "inception-v3":
+        return "Inception v3 (FID)"
+    return "reference-classifier"
