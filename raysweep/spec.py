@@ -29,7 +29,8 @@ AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "filter_threshold", "
         "backbone", "seed")
 MASK_REGIONS = ("background", "foreground", "random")  # raysweep.saliency.MASK_REGIONS
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
-# Seeds seed NumPy (< 2**32) and make per-image seeds `seed << 32 | i` in an int64 (< 2**31).
+# Seeds seed NumPy (< 2**32) and per-image seeds `(seed * 2654435761 + i) mod 2**32`,
+# computed in an int64 (< 2**31).
 MAX_SEED = 2**31 - 1
 # More synthetic images per real one than any study uses; bigger is a typo (the pool is sized by it).
 MAX_SYNTHETIC_RATIO = 100.0

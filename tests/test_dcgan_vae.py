@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from raysweep.generators import create_generator, list_generators
+from raysweep.synthesis.service import pool_order
 
 TINY = {
     "dcgan": {"steps": 4, "batch_size": 8, "latent_dim": 8, "embed_dim": 4,
@@ -31,6 +32,14 @@ def fitted(request):
     messages: list[str] = []
     generator.fit(images, labels, num_classes, seed=0, progress=messages.append)
     return name, shape, generator, messages
+
+
+def test_the_pools_of_two_seeds_hold_different_images(fitted):
+    """torch keeps a seed's low 32 bits only: the store's per-image seeds must differ there."""
+    _, _, generator, _ = fitted
+    pools = [generator.sample(*pool_order(3, seed, 0, 6)).astype(int) for seed in (0, 1, 2)]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert (np.abs(pools[a] - pools[b]).max(axis=(1, 2, 3)) > 1).all(), (a, b)
 
 
 def test_registered():

@@ -15,6 +15,7 @@ import torch
 
 from raysweep.generators import create_generator, list_generators
 from raysweep.generators.ddpm import DDPMGenerator
+from raysweep.synthesis.service import pool_order
 
 # One thread: two threads on a busy 2-core machine can make tiny ops ten times slower.
 TINY = {"block_out_channels": (8, 16), "image_size": 8, "steps": 3, "batch_size": 8,
@@ -71,6 +72,15 @@ def test_per_image_seed_determinism_and_nested_prefix(fitted):
     # Another seed gives another image.
     other = gen.sample(labels[:1], np.array([999]))
     assert np.abs(other.astype(int) - full[:1].astype(int)).max() > 1
+
+
+def test_the_pools_of_two_seeds_hold_different_images(fitted):
+    """Per-image seeds as the store orders them: torch keeps a seed's low 32 bits only, and
+    seeds `s << 32 | i` made every seed's pool the same images (ratio.yaml's three pools)."""
+    gen, _ = fitted
+    pools = [gen.sample(*pool_order(NUM_CLASSES, seed, 0, 6)).astype(int) for seed in (0, 1, 2)]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert (np.abs(pools[a] - pools[b]).max(axis=(1, 2, 3)) > 1).all(), (a, b)
 
 
 def test_small_sample_batches_give_the_same_images(fitted):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raysweep.data import ImageDataset
+from raysweep.synthesis.service import IMAGE_SEEDS, image_seeds
 from raysweep.synthesis.store import PoolImages, SyntheticStore, content_key
 
 
@@ -53,7 +54,7 @@ def inpaint_order(labels: np.ndarray, seed: int, start: int, stop: int
     order = source_order(labels, seed)
     index = np.arange(start, stop, dtype=np.int64)
     sources = order[index % len(order)]
-    return sources, labels[sources], (np.int64(seed) << np.int64(32)) + index
+    return sources, labels[sources], image_seeds(seed, index)
 
 
 def inpaint_pool_fields(generator: str, generator_key: str, weights_sha256: str,
@@ -64,7 +65,8 @@ def inpaint_pool_fields(generator: str, generator_key: str, weights_sha256: str,
             "weights": weights_sha256, "inpaint_config": inpaint_config, **masking.fields(),
             "train_fingerprint": train_fingerprint, "seed": int(seed),
             "mask_fraction": float(fraction), "mask_region": region,
-            "order": "source = classes interleaved; variant = i // n_train"}
+            "order": "source = classes interleaved; variant = i // n_train",
+            "image_seeds": IMAGE_SEEDS}
 
 
 def inpaint_pool_key(fields: dict) -> str:
