@@ -2,11 +2,19 @@
 features, Fréchet distance/KID/precision/recall and nearest-real SSIM per class and overall,
 and CAS (a classifier trained on the pool alone), on mnist5k with 50 real images per class (the
 ratio.yaml setting). Real test images stand in for the pool: the cost does not depend on what
-the images show."""
+the images show.
+
+    python benchmarks/quality_cost.py [--inception]
+
+`--inception` also times Inception v3 (FID) features, as `synthesis.inception_weights` gives
+them, on randomly initialised weights in torch-fidelity's layout: the cost does not depend on
+the weights' values either, and nothing is downloaded."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +27,20 @@ from raysweep.quality.reference import sweep_reference  # noqa: E402
 from raysweep.synthesis.store import SyntheticStore  # noqa: E402
 
 
-def run() -> None:
+def random_inception_weights(directory: Path) -> Path:
+    """torchvision's Inception v3 layers with torch-fidelity's 1008-way head, random values."""
+    import torch
+    import torchvision
+
+    state = torchvision.models.inception_v3(weights=None, aux_logits=False,
+                                            init_weights=True).state_dict()
+    state["fc.weight"], state["fc.bias"] = torch.randn(1008, 2048) * 0.01, torch.zeros(1008)
+    path = directory / "inception-random.pth"
+    torch.save(state, path)
+    return path
+
+
+def run(inception: bool) -> None:
     splits = split_dataset(create_dataset("mnist5k"), val_fraction=0.1, test_fraction=0.2,
                            per_class=50, seed=0)
     pool_images, pool_labels = splits.test.images[:1000], splits.test.labels[:1000]
@@ -38,8 +59,22 @@ def run() -> None:
     classification_accuracy_score(pool_images, pool_labels, splits.val.images, splits.val.labels,
                                   10, epochs=5)
     cas = time.perf_counter() - start
-    print(f"per 1,000-image pool: CAS (5 epochs) {cas:.1f} s; metrics + CAS {metrics + cas:.1f} s")
+    print(f"per 1,000-image pool: CAS (5 epochs) {cas:.1f} s; metrics + CAS {metrics + cas:.1f} s",
+          flush=True)
+    if inception:
+        from raysweep.quality.inception import inception_features
+
+        with tempfile.TemporaryDirectory() as directory:
+            features = inception_features(random_inception_weights(Path(directory)))
+        start = time.perf_counter()
+        pool_quality(splits.train.images, splits.train.labels, pool_images, pool_labels,
+                     features, list(splits.train.class_names))
+        print(f"per 1,000-image pool: the same metrics on Inception v3 features "
+              f"{time.perf_counter() - start:.1f} s (500 real + 1,000 pool images at 299x299)")
 
 
 if __name__ == "__main__":
-    run()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inception", action="store_true",
+                        help="also time Inception v3 (FID) features")
+    run(parser.parse_args().inception)
