@@ -275,3 +275,22 @@ def test_check_local_store(tmp_path):
 def test_bad_s3_url_is_a_user_error():
     with pytest.raises(UserError, match="s3://bucket/prefix"):
         SyntheticStore("s3:///no-bucket")
+
+
+def test_threads_that_read_a_fresh_store_at_once_share_one_client(store):
+    """The synthesis service reads pools from several threads: a missing manifest must read as
+    an empty pool in every one of them (two lazily made clients, each from its own boto3
+    session, raised NoSuchKey classes the other's `except` did not name)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh = SyntheticStore(str(store.root), cache_dir=store.backend.cache.parent)
+    start = threading.Barrier(8)
+
+    def read_missing_manifest(_):
+        start.wait()
+        return fresh.manifest("absentpool00000000000")
+
+    with ThreadPoolExecutor(8) as pool:
+        manifests = list(pool.map(read_missing_manifest, range(8)))
+    assert manifests == [{"count": 0, "shards": []}] * 8

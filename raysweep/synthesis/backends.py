@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -207,8 +208,13 @@ class S3Backend:
 
     @property
     def client(self):
+        # One client per backend, made once even when threads (the synthesis service's
+        # to_thread calls) ask together: each boto3 session has its own exception classes, so
+        # a second client would raise errors that `except` clauses naming the first's miss.
         if self._client is None:
-            self._client = _make_client()
+            with _CLIENT_LOCK:
+                if self._client is None:
+                    self._client = _make_client()
         return self._client
 
     def locate(self, path: str) -> str:
@@ -228,10 +234,14 @@ class S3Backend:
 
     def read_versioned(self, path: str) -> tuple[bytes | None, str | None]:
         """(bytes, ETag) of an object, (None, None) when there is none."""
+        from botocore.exceptions import ClientError
+
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
-        except self.client.exceptions.NoSuchKey:
-            return None, None
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+                return None, None
+            raise
         return answer["Body"].read(), answer["ETag"]
 
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -379,6 +389,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_CLIENT_LOCK = threading.Lock()
 
 
 def _make_client(config=None):
