@@ -211,8 +211,9 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             if actors:
                 stats = [ray.get(service.stats.remote(), timeout=CALL_TIMEOUT_S)
                          for service in services.values()]
-                client.log_metric(parent_run_id, "generator_model_loads",
-                                  float(sum(s["model_loads"] for s in stats)))
+                loads = [s["model_loads"] for s in stats]
+                if None not in loads:
+                    client.log_metric(parent_run_id, "generator_model_loads", float(sum(loads)))
                 client.log_metric(parent_run_id, "synthetic_images_generated",
                                   float(sum(sum(s["generated"].values()) for s in stats)))
             errors = len(results.errors)

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysweep.data import ImageDataset
 from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, explain_out_of_memory
@@ -238,8 +239,11 @@ class SynthesisService:
 
     async def stats(self) -> dict:
         """Images generated per pool, the log, the pool keys, and how many times a generator
-        was loaded (actors + restarts)."""
-        loads = await self.ledger.count.remote() if self.ledger is not None else 0
+        was loaded (actors + restarts; None if the ledger was lost)."""
+        try:
+            loads = await self.ledger.count.remote() if self.ledger is not None else 0
+        except RayError:  # bookkeeping only: a lost ledger must not fail a finished sweep
+            loads = None
         return {"generated": dict(self.generated), "log": list(self.log),
                 "keys": {seed: key for seed, (key, _) in self.pools.items()},
                 "model_loads": loads}
@@ -274,7 +278,9 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
     if gpus_per_actor == 0:  # Ray leaves CUDA_VISIBLE_DEVICES alone without a GPU: hide them
         settings["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
     make = GeneratorActor.options(**settings)
-    ledger = LoadLedger.remote()
+    # The ledger lives on the driver's node: it must outlive any worker node the sweep loses.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ledger = LoadLedger.options(scheduling_strategy=here).remote()
     arguments = (name, options, train, fit_seed, str(store.root), threads, gpus_per_actor,
                  masking, ledger)
     # The first actor trains (or loads) alone, so the others find the weights in the store.
