@@ -40,7 +40,7 @@ sweep:
 # trials run one at a time and for seconds each: the test can catch the moment when Tune's saved
 # state holds one trial finished while the next still runs, and kill the driver there. Every
 # epoch is checkpointed, so the cut-off trial continues from one.
-RESUMED_EPOCHS = 12
+RESUMED_EPOCHS = 20
 WITH_POOLS = f"""
 name: resumed
 dataset: {{name: digits, per_class: 8}}
