@@ -37,6 +37,7 @@ from PIL import Image
 
 from raysweep.devices import batch_size_for_memory, cap_gpu_memory, memory_budget
 from raysweep.generators.base import register_generator
+from raysweep.generators.sd_common import ClassPrompts, _to_data_shape
 from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                                      weights_fingerprint)
 
@@ -84,21 +85,8 @@ def _paste_back(painted: torch.Tensor, sources: np.ndarray, masks: np.ndarray) -
     return blended.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def _to_data_shape(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-    """float (N, h, w, 3) in [0, 1] from the pipeline -> uint8 (N, height, width, channels)."""
-    out = np.empty((images.shape[0], height, width, channels), np.uint8)
-    for i, image in enumerate(images):
-        pil = Image.fromarray(np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8))
-        if pil.size != (width, height):
-            pil = pil.resize((width, height), Image.Resampling.LANCZOS)
-        if channels == 1:
-            pil = pil.convert("L")
-        out[i] = np.asarray(pil).reshape(height, width, channels)
-    return out
-
-
 @register_generator("sd-inpaint")
-class StableDiffusionInpaintGenerator:
+class StableDiffusionInpaintGenerator(ClassPrompts):
     """Pretrained Stable Diffusion inpainting (diffusers `StableDiffusionInpaintPipeline`).
 
     Args:
@@ -422,30 +410,6 @@ class StableDiffusionInpaintGenerator:
             #    pipeline's device when no resize is needed).
             out.append(_paste_back(result.images, images[chunk], masks[chunk]))
         return np.concatenate(out)
-
-    @torch.no_grad()
-    def _encode_class_prompts(self) -> None:
-        prompts = [self.prompt_template.format(label=name) for name in self.class_names]
-        negative = None if self.negative_prompt is None else [self.negative_prompt] * len(prompts)
-        # The pipeline's own encoding, as its __call__ would do it; the negative embeddings
-        # are None without guidance.
-        self.prompt_embeds, self.negative_prompt_embeds = self.pipe.encode_prompt(
-            prompts, self.pipe.device, 1, self.guidance_scale > 1, negative_prompt=negative)
-
-    def _prompt_embeds(self, labels: np.ndarray) -> dict[str, torch.Tensor | None]:
-        """The pipeline's prompt arguments for these labels, from the per-class embeddings."""
-        index = torch.from_numpy(labels).to(self.prompt_embeds.device)
-        negative = self.negative_prompt_embeds
-        return {"prompt_embeds": self.prompt_embeds[index],
-                "negative_prompt_embeds": None if negative is None else negative[index]}
-
-    def _count_flagged(self, result) -> None:
-        flagged = sum(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or []))
-        if flagged:
-            self.nsfw_flagged += flagged
-            warnings.warn(f"{self.name}: the safety checker blacked out {flagged} image(s) "
-                          f"({self.nsfw_flagged} so far); set safety_checker: false to keep them",
-                          stacklevel=3)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str) -> None:

@@ -30,10 +30,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from raysweep.devices import batch_size_for_memory, cap_gpu_memory, memory_budget
 from raysweep.generators.base import register_generator
+from raysweep.generators.sd_common import ClassPrompts, _to_data_shape
 from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                                      weights_fingerprint)
 
@@ -50,21 +50,8 @@ _COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no
 _BYTES_PER_IMAGE_512 = 0.44 * 2**30
 
 
-def _to_data_shape(images: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-    """float (N, h, w, 3) in [0, 1] from the pipeline -> uint8 (N, height, width, channels)."""
-    out = np.empty((images.shape[0], height, width, channels), np.uint8)
-    for i, image in enumerate(images):
-        pil = Image.fromarray(np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8))
-        if pil.size != (width, height):
-            pil = pil.resize((width, height), Image.Resampling.LANCZOS)
-        if channels == 1:
-            pil = pil.convert("L")
-        out[i] = np.asarray(pil).reshape(height, width, channels)
-    return out
-
-
 @register_generator("sd-text2img")
-class StableDiffusionText2ImgGenerator:
+class StableDiffusionText2ImgGenerator(ClassPrompts):
     """Pretrained Stable Diffusion (diffusers `StableDiffusionPipeline`) prompted per class.
 
     Args:
@@ -337,30 +324,6 @@ class StableDiffusionText2ImgGenerator:
             self._count_flagged(result)
             out.append(_to_data_shape(result.images, height, width, channels))
         return np.concatenate(out)
-
-    @torch.no_grad()
-    def _encode_class_prompts(self) -> None:
-        prompts = [self.prompt_template.format(label=name) for name in self.class_names]
-        negative = None if self.negative_prompt is None else [self.negative_prompt] * len(prompts)
-        # The pipeline's own encoding, as its __call__ would do it; the negative embeddings
-        # are None without guidance.
-        self.prompt_embeds, self.negative_prompt_embeds = self.pipe.encode_prompt(
-            prompts, self.pipe.device, 1, self.guidance_scale > 1, negative_prompt=negative)
-
-    def _prompt_embeds(self, labels: np.ndarray) -> dict[str, torch.Tensor | None]:
-        """The pipeline's prompt arguments for these labels, from the per-class embeddings."""
-        index = torch.from_numpy(labels).to(self.prompt_embeds.device)
-        negative = self.negative_prompt_embeds
-        return {"prompt_embeds": self.prompt_embeds[index],
-                "negative_prompt_embeds": None if negative is None else negative[index]}
-
-    def _count_flagged(self, result) -> None:
-        flagged = sum(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or []))
-        if flagged:
-            self.nsfw_flagged += flagged
-            warnings.warn(f"{self.name}: the safety checker blacked out {flagged} image(s) "
-                          f"({self.nsfw_flagged} so far); set safety_checker: false to keep them",
-                          stacklevel=3)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str) -> None:
