@@ -17,7 +17,7 @@ import ray
 
 from raysweep.data import create_dataset, split_dataset
 from raysweep.synthesis.actors import start_synthesis
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 
 def main() -> None:

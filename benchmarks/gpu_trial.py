@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from raysweep.compose import compose
+from raysweep.training.compose import compose
 from raysweep.data import load_splits
 from raysweep.spec import DatasetSpec, TrainingSpec
 from raysweep.training import TrialData, autocast_dtype, resolve_device, train_classifier

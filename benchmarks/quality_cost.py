@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from raysweep.data import create_dataset, split_dataset  # noqa: E402
 from raysweep.quality import classification_accuracy_score, pool_quality  # noqa: E402
 from raysweep.quality.reference import sweep_reference  # noqa: E402
-from raysweep.synthesis.store import SyntheticStore  # noqa: E402
+from raysweep.store.store import SyntheticStore  # noqa: E402
 
 
 def random_inception_weights(directory: Path) -> Path:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from raysweep.data import create_dataset, split_dataset
-from raysweep.reference_classifier import ensure_reference_classifier
+from raysweep.training.reference import ensure_reference_classifier
 from raysweep.saliency import list_cam_methods, mask_from_cam, saliency_maps
 from raysweep.synthesis.service import ensure_generator
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 
 def main() -> None:

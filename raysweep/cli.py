@@ -78,11 +78,11 @@ def _validate(args) -> "Plan":  # noqa: F821 - imported lazily to keep `--help` 
     """The spec and its plan; with --address, also against the cluster (left connected)."""
     from raysweep.plan import build_plan
     from raysweep.spec import load_spec
-    from raysweep.storage import apply_storage
+    from raysweep.deploy.storage import apply_storage
 
     spec = apply_storage(load_spec(args.spec, args.overrides), args.storage)
     if spec.storage:
-        from raysweep.synthesis.store import SyntheticStore
+        from raysweep.store.store import SyntheticStore
 
         SyntheticStore(spec.storage).check()
     if args.address:
@@ -93,9 +93,9 @@ def _validate(args) -> "Plan":  # noqa: F821 - imported lazily to keep `--help` 
 
 def _check_cluster(spec, address: str) -> None:
     """Connect, then check the spec against what the cluster has and its autoscaler may add."""
-    from raysweep import cluster
+    from raysweep.deploy import cluster
     from raysweep.plan import check_budget
-    from raysweep.storage import check_shared
+    from raysweep.deploy.storage import check_shared
 
     cluster.connect(address)
     capacity = cluster.capacity()
@@ -125,9 +125,9 @@ def _disconnect() -> None:
 
 
 def cmd_run(args) -> int:
-    from raysweep.lifecycle import SweepInterrupted
+    from raysweep.sweep.lifecycle import SweepInterrupted
     from raysweep.redaction import redact_uri
-    from raysweep.sweep import find_resumable, log, run_sweep
+    from raysweep.sweep.run import find_resumable, log, run_sweep
     from raysweep.tracking import resolve_tracking_uri
 
     try:
@@ -208,8 +208,8 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from raysweep.synthesis.cache_cli import cache_ls, cache_verify
-    from raysweep.synthesis.store import SyntheticStore
+    from raysweep.store.cache_cli import cache_ls, cache_verify
+    from raysweep.store.store import SyntheticStore
 
     root = args.store
     if args.spec:
@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:
         from raysweep.synthesis.actors import SynthesisFailed
-        from raysweep.synthesis.backends import UnsafePath
-        from raysweep.synthesis.store import CorruptGenerator, CorruptPool
+        from raysweep.store.backends import UnsafePath
+        from raysweep.store.store import CorruptGenerator, CorruptPool
 
         # Generation that gave up, or a store found damaged or tampered with: not a bug, so one
         # line (raised in an actor, it arrives wrapped in Ray's traceback), exit 1.

@@ -19,7 +19,7 @@ import ray
 import torch
 from ray import tune
 
-from raysweep.compose import compose
+from raysweep.training.compose import compose
 from raysweep.data import load_splits
 from raysweep.devices import cap_gpu_memory, explain_out_of_memory
 from raysweep.figures import inpaint_gallery
@@ -27,7 +27,7 @@ from raysweep.plan import TrialPlanner
 from raysweep.quality.filtering import keep_confident
 from raysweep.quality.reference import sweep_reference
 from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
 

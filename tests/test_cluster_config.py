@@ -36,9 +36,9 @@ def mlflow_server_args(cluster: dict) -> list[str]:
     """The `mlflow server` options among the head's start commands (after the starter's `--`)."""
     for command in cluster["head_start_ray_commands"]:
         words = shlex.split(command)
-        if "raysweep.tracking_server" in words:
+        if "raysweep.deploy.tracking_server" in words:
             return words[words.index("--") + 1:]
-    raise AssertionError("no `python -m raysweep.tracking_server` in head_start_ray_commands")
+    raise AssertionError("no `python -m raysweep.deploy.tracking_server` in head_start_ray_commands")
 
 
 def option(args: list[str], name: str) -> str:

@@ -22,7 +22,7 @@ from ray import tune
 from ray.cluster_utils import Cluster
 
 from raysweep.cli import main
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 SPEC = """
 name: cluster

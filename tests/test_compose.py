@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raysweep.compose import compose, real_indices, synthetic_count
+from raysweep.training.compose import compose, real_indices, synthetic_count
 from raysweep.synthesis.service import pool_order
 
 K = 10

@@ -169,7 +169,7 @@ def test_registry():
 ])
 def test_auto_defaults_resolve_from_the_device_and_are_what_is_hashed(name, cpu, cuda):
     from raysweep.generators import create_generator
-    from raysweep.synthesis.store import content_key
+    from raysweep.store.store import content_key
 
     on_cpu, on_gpu = (create_generator(name, device=d).config() for d in ("cpu", "cuda:1"))
     assert {k: on_cpu[k] for k in cpu} == cpu

@@ -10,7 +10,7 @@ from raysweep.data import ImageDataset
 from raysweep.generators import create_generator
 from raysweep.synthesis.inpaint import Masking, Repainter, inpaint_order, source_order
 from raysweep.synthesis.kinds import trial_source
-from raysweep.synthesis.store import PoolImages, SyntheticStore
+from raysweep.store.store import PoolImages, SyntheticStore
 from test_spec import GOOD, expect_error, validate
 from test_stable_diffusion import _fitted, inpaint_dir, offline  # noqa: F401 (fixtures)
 from tiny import TINY_DDPM

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.cli import main
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 FILTERED = """
 name: filtered

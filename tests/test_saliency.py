@@ -9,11 +9,11 @@ import timm
 from scipy import ndimage
 
 from raysweep.data import ImageDataset
-from raysweep.reference_classifier import ensure_reference_classifier
+from raysweep.training.reference import ensure_reference_classifier
 from raysweep.saliency import (MASK_REGIONS, create_cam, find_target_layer, list_cam_methods,
                                mask_from_cam, saliency_maps)
 from raysweep.saliency.target_layer import TargetLayerError
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 
 @pytest.mark.parametrize("region", MASK_REGIONS)

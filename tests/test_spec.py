@@ -275,7 +275,7 @@ def test_fractional_actors_on_several_nodes_leave_no_whole_gpu():
 def test_generator_option_checked_against_its_signature_not_by_catching_type_errors():
     from raysweep.errors import UserError
     from raysweep.generators.base import _REGISTRY, register_generator
-    from raysweep.plan import check_generator
+    from raysweep.plan.names import check_generator
 
     @register_generator("test-buggy")
     class Buggy:

@@ -19,10 +19,10 @@ from tiny import TINY_DDPM, check_appends, images, shard_names, worker_appends
 
 from raysweep.cli import main
 from raysweep.data import create_dataset, split_dataset
-from raysweep.synthesis.backends import UnsafePath
-from raysweep.synthesis.cache_cli import cache_verify
+from raysweep.store.backends import UnsafePath
+from raysweep.store.cache_cli import cache_verify
 from raysweep.synthesis.service import ensure_generator
-from raysweep.synthesis.store import (
+from raysweep.store.store import (
     CorruptGenerator,
     CorruptPool,
     SyntheticStore,
@@ -81,7 +81,7 @@ def test_truncated_shard_is_detected(tmp_path):
 
 
 def test_shard_count_is_checked_against_its_arrays(tmp_path):
-    from raysweep.synthesis.store import _encode_manifest
+    from raysweep.store.store import _encode_manifest
 
     store = SyntheticStore(tmp_path)
     store.create_pool("k", {})
@@ -115,7 +115,7 @@ def test_manifest_checksum_and_shape_are_checked(tmp_path):
 
 
 def test_traversal_manifest_is_refused_and_nothing_outside_is_touched(tmp_path, capsys):
-    from raysweep.synthesis.store import _encode_manifest
+    from raysweep.store.store import _encode_manifest
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -162,8 +162,8 @@ def test_append_interrupted_between_shard_and_manifest(tmp_path):
 import os, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from tiny import images
-from raysweep.synthesis.backends import LocalBackend
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.backends import LocalBackend
+from raysweep.store.store import SyntheticStore
 write_if = LocalBackend.write_if
 def die_before_manifest(self, path, data, version):
     if path.endswith("manifest.json"):

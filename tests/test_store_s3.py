@@ -23,9 +23,9 @@ from tiny import TINY_DDPM, check_appends, images, shard_names, worker_appends
 from raysweep.data import create_dataset, split_dataset
 from raysweep.errors import UserError
 from raysweep.synthesis import service
-from raysweep.synthesis.backends import UnsafePath
-from raysweep.synthesis.cache_cli import cache_ls, cache_verify
-from raysweep.synthesis.store import CorruptPool, SyntheticStore
+from raysweep.store.backends import UnsafePath
+from raysweep.store.cache_cli import cache_ls, cache_verify
+from raysweep.store.store import CorruptPool, SyntheticStore
 
 
 @pytest.fixture
@@ -100,8 +100,8 @@ def test_append_interrupted_between_shard_and_manifest(store, endpoint):
 import os, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from tiny import images
-from raysweep.synthesis.backends import S3Backend
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.backends import S3Backend
+from raysweep.store.store import SyntheticStore
 write_if = S3Backend.write_if
 def die_before_manifest(self, path, data, version):
     if path.endswith("manifest.json"):

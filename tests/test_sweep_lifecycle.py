@@ -228,7 +228,7 @@ def test_validate_address_checks_the_spec_against_the_cluster(in_tmp_cwd, capsys
 def test_capacity_counts_what_the_autoscaler_may_add():
     """cluster.yaml as the head's autoscaling config: a CPU head, up to 4 one-GPU workers, so
     the README's GPU overrides validate on a head that has no GPU itself."""
-    from raysweep.cluster import capacity
+    from raysweep.deploy.cluster import capacity
 
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False)
     try:

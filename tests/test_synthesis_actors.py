@@ -21,7 +21,7 @@ from raysweep.cli import main
 from raysweep.data import create_dataset, split_dataset
 from raysweep.synthesis.actors import ACTOR_RESTARTS, SynthesisFailed, start_synthesis
 from raysweep.synthesis.service import pool_order
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.compose import compose
+from raysweep.training.compose import compose
 from raysweep.data import load_splits
 from raysweep.spec import TrainingSpec
 from raysweep.training import TrialData, autocast_dtype, resolve_device, train_classifier

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.synthesis.store import PoolImages
+from raysweep.store.store import PoolImages
 
 # A DDPM that trains in seconds: enough to exercise the real fit/save/load/sample path.
 TINY_DDPM = {"steps": 3, "block_out_channels": [8, 16], "image_size": 8, "sample_steps": 2,
@@ -38,7 +38,7 @@ def worker_appends(root: str, key: str, worker: int, batches: int, extend_to: in
     extend_to: instead, extend the shared pool [0, extend_to) from wherever it ends, in chunks
         whose size differs per worker, as two sweeps filling the same pool do.
     """
-    from raysweep.synthesis.store import SyntheticStore
+    from raysweep.store.store import SyntheticStore
 
     store = SyntheticStore(root)
     store.count(key)  # imports and clients ready before the race starts

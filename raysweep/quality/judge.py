@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from raysweep.data import DataSplits
 from raysweep.quality.cas import classification_accuracy_score
 from raysweep.quality.pool import FeatureFn, pool_quality
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 SUMMARY = ("frechet_distance", "kid", "precision", "recall", "ssim_nearest_real")
 

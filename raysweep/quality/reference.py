@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Callable
 
 from raysweep.data import DataSplits
-from raysweep.reference_classifier import ReferenceClassifier, ensure_reference_classifier
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.training.reference import ReferenceClassifier, ensure_reference_classifier
+from raysweep.store.store import SyntheticStore
 
 # The reference classifier's training seed: fixed, so every trial and sweep on the same data
 # shares one cached model.

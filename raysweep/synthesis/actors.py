@@ -24,7 +24,7 @@ from raysweep.data import ImageDataset
 from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, explain_out_of_memory
 from raysweep.synthesis.service import ensure_generator, pool_key, pool_meta, pool_order
 from raysweep.synthesis.inpaint import inpaint_order, inpaint_pool_fields, inpaint_pool_key
-from raysweep.synthesis.store import PoolImages, SyntheticStore
+from raysweep.store.store import PoolImages, SyntheticStore
 
 # An actor killed (OOM, node lost) is restarted and its request retried this many times.
 ACTOR_RESTARTS = 3

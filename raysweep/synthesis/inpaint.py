@@ -20,7 +20,7 @@ import numpy as np
 
 from raysweep.data import ImageDataset
 from raysweep.synthesis.service import IMAGE_SEEDS, image_seeds
-from raysweep.synthesis.store import PoolImages, SyntheticStore, content_key
+from raysweep.store.store import PoolImages, SyntheticStore, content_key
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Repainter:
     """Saliency maps of the whole training split (computed once), masks and repainting."""
 
     def __init__(self, generator, train: ImageDataset, masking: Masking, store: SyntheticStore):
-        from raysweep.reference_classifier import ensure_reference_classifier
+        from raysweep.training.reference import ensure_reference_classifier
 
         self.generator = generator
         self.train = train

@@ -17,7 +17,7 @@ import numpy as np
 
 from raysweep.data import ImageDataset
 from raysweep.generators import Generator, create_generator
-from raysweep.synthesis.store import SyntheticStore, content_key
+from raysweep.store.store import SyntheticStore, content_key
 
 Log = Callable[[str], None]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from raysweep.data import DataSplits
-from raysweep.evaluation import confusion
+from raysweep.training.evaluation import confusion
 from raysweep.figures import confusion_matrix_figure, sample_grid
 from raysweep.training.loop import FinalEvaluation
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from raysweep.augment import TestTimeAugmentation, create_augmentation
 from raysweep.backbones import create_backbone
 from raysweep.data import DataSplits
-from raysweep.evaluation import classification_metrics, predict_probabilities
+from raysweep.training.evaluation import classification_metrics, predict_probabilities
 from raysweep.training.device import autocast_dtype, fits_on_device
 
 

@@ -1,6 +1,6 @@
 """Start `mlflow server` once, in the background, tracked by a pid file (the head of cluster.yaml).
 
-    python -m raysweep.tracking_server --pid-file F --log-file L -- <mlflow server options>
+    python -m raysweep.deploy.tracking_server --pid-file F --log-file L -- <mlflow server options>
 
 A `pgrep -f "mlflow server"` guard cannot work under Ray's launcher: every command runs inside
 `docker exec … bash --login -c -i "…"`, whose own command line holds the words it looks for, so
@@ -51,7 +51,7 @@ def wait_ready(url: str, process: subprocess.Popen | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m raysweep.tracking_server",
+    parser = argparse.ArgumentParser(prog="python -m raysweep.deploy.tracking_server",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--pid-file", type=Path, required=True)
     parser.add_argument("--log-file", type=Path, required=True)

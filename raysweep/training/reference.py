@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from raysweep.backbones import create_backbone
 from raysweep.data import ImageDataset
-from raysweep.synthesis.store import SyntheticStore, content_key
+from raysweep.store.store import SyntheticStore, content_key
 
 _WEIGHTS = "model.pt"
 

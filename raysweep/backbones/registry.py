@@ -20,7 +20,7 @@ from raysweep.hub import ALLOW_DOWNLOADS_ENV, downloads_allowed
 def check_backbone(name: str, pretrained: bool | str) -> None:
     """The name is a timm model and, when pretrained, its weights load without the network."""
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        close = difflib.get_close_matches(name, list_backbones(), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"sweep.backbone: unknown timm model {name!r}{hint} "
                         f"(see timm.list_models() for all names)")
@@ -35,6 +35,11 @@ def check_backbone(name: str, pretrained: bool | str) -> None:
             f"training.pretrained to a local checkpoint file (.safetensors or .pth), download "
             f"them once with `python -c \"import timm; timm.create_model('{name}', "
             f"pretrained=True)\"`, or set {ALLOW_DOWNLOADS_ENV}=1")
+
+
+def list_backbones(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """The names `create_backbone` takes: timm's registry (`timm.list_models`)."""
+    return timm.list_models(pattern, pretrained=pretrained)
 
 
 def create_backbone(name: str, *, num_classes: int, in_chans: int, input_size: int | None,

@@ -12,7 +12,7 @@ from typing import Callable
 import ray
 from ray.tune import Callback
 
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 
 POLL_SECONDS = 15.0
 

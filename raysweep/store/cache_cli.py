@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from raysweep.errors import UserError
-from raysweep.synthesis.backends import UnsafePath
-from raysweep.synthesis.store import META, CorruptGenerator, CorruptPool, SyntheticStore
+from raysweep.store.backends import UnsafePath
+from raysweep.store.store import META, CorruptGenerator, CorruptPool, SyntheticStore
 
 # What a damaged store raises when read: malformed JSON, a hostile path, a bad checksum.
 STORE_ERRORS = (CorruptPool, CorruptGenerator, UnsafePath)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.synthesis.backends import TEMP_PREFIX, UnsafePath, check_path, create_backend
+from raysweep.store.backends import TEMP_PREFIX, UnsafePath, check_path, create_backend
 
 MANIFEST = "manifest.json"
 META = "meta.json"

@@ -17,21 +17,21 @@ import ray
 from ray import tune
 from mlflow.tracking import MlflowClient
 
-from raysweep.cluster import worker_env
+from raysweep.deploy.cluster import worker_env
 from raysweep.errors import UserError
 from raysweep.figures import sample_grid
-from raysweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_runs
+from raysweep.sweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_runs
 from raysweep.plan import Plan, TrialPlanner, describe_pool, reference_options, search_and_scheduler
-from raysweep.progress import TrialProgress, wait_for_pools
+from raysweep.sweep.progress import TrialProgress, wait_for_pools
 from raysweep.quality.judge import judge_pools
 from raysweep.quality.reference import sweep_reference
 from raysweep.redaction import redact_uri
-from raysweep.reference_classifier import ensure_reference_classifier
+from raysweep.training.reference import ensure_reference_classifier
 from raysweep.spec import spec_to_yaml
-from raysweep.storage import absolute, artifact_location
+from raysweep.deploy.storage import absolute, artifact_location
 from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
 from raysweep.synthesis.inpaint import Masking
-from raysweep.synthesis.store import SyntheticStore
+from raysweep.store.store import SyntheticStore
 from raysweep.tracking import (SWEEP_TAG, MLflowTrialCallback, latest_unfinished_sweep,
                                log_params, start_parent_run)
 from raysweep.trial import train_fn

@@ -1,0 +1,121 @@
+"""Every name in a spec checked against its registry, before any compute.
+
+Datasets, generators (and their options and weights), augmentations, timm backbones, TTA
+transforms, CAM methods and target layers, Inception weights: each wrong one is a one-line
+`UserError` that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from raysweep.augment import TTA_TRANSFORMS, check_augmentation
+from raysweep.backbones import check_backbone
+from raysweep.errors import UserError
+from raysweep.generators import create_generator, generator_class, list_generators
+from raysweep.plan.pools import generators_used, sources_used
+from raysweep.spec import Spec
+from raysweep.synthesis.kinds import split_augmentation, trial_source
+
+def check_names(spec: Spec) -> None:
+    """Every name in the spec exists in its registry; one-line UserError otherwise."""
+    axes = spec.axes()
+    for value in axes["augmentation"].candidates():
+        check_augmentation(split_augmentation(value)[1], spec.training.augmentation_params)
+    for name, source in sources_used(spec).items():
+        generator = check_generator(source.generator, spec.generator.options_for(source.generator))
+        if source.inpaint and not hasattr(generator, "sample_inpaint"):
+            raise UserError(f"sweep.augmentation: inpainting asks generator {source.generator!r}, "
+                            f"which cannot inpaint; set generator.name to ddpm or sd-inpaint, or "
+                            f"use blur or erase")
+    check_masks(spec)
+    for name in axes["backbone"].candidates():
+        check_backbone(name, spec.training.pretrained)
+    for name in spec.training.tta.transforms:
+        if name not in TTA_TRANSFORMS:
+            raise UserError(f"training.tta.transforms: unknown transform {name!r}; "
+                            f"known: {', '.join(TTA_TRANSFORMS)}")
+    if axes["seed"].kind in ("uniform", "loguniform", "randint") and spec.needs_synthetic:
+        raise UserError("sweep.seed: each seed needs its own synthetic pool, made before trials "
+                        "start; give seeds as a list, e.g. seed: [0, 1, 2]")
+    check_quality(spec)
+
+
+
+def check_quality(spec: Spec) -> None:
+    """Inception weights are only read when pools are judged, and must be Inception's."""
+    synthesis = spec.synthesis
+    if synthesis.inception_weights is None:
+        return
+    if synthesis.quality_epochs == 0 or not generators_used(spec):
+        raise UserError("synthesis.inception_weights: set, but no pool is judged; set "
+                        "synthesis.quality_epochs > 0 in a sweep with generated images, or "
+                        "remove inception_weights")
+    from raysweep.quality.inception import load_inception_weights
+
+    load_inception_weights(synthesis.inception_weights)
+
+
+
+def check_generator(name: str, options: dict) -> None:
+    """The generator exists, takes these options, and has its weights where it needs them."""
+    if name not in list_generators():
+        raise UserError(f"generator.name: unknown generator {name!r}; "
+                        f"known: {', '.join(list_generators())}")
+    # Options are checked against the constructor's signature, so that a TypeError raised
+    # inside a constructor (a bug) stays a traceback instead of passing for a user mistake.
+    try:
+        inspect.signature(generator_class(name)).bind(**options)
+    except TypeError as error:
+        known = ", ".join(inspect.signature(generator_class(name)).parameters)
+        raise UserError(f"generator.options for {name}: {error}; known options: {known}") from None
+    try:
+        generator = create_generator(name, **options)
+    except ValueError as error:
+        raise UserError(f"generator.options for {name}: {error}") from None
+    check_available = getattr(generator, "check_available", None)
+    if check_available is not None:
+        check_available()
+    return generator
+
+
+
+def check_masks(spec: Spec) -> None:
+    """Mask axes mean something only to inpainting trials; the saliency model must be buildable."""
+    axes, sources = spec.axes(), sources_used(spec)
+    swept = [name for name in ("mask_fraction", "mask_region") if not axes[name].is_fixed]
+    ignoring = sorted({value for value in axes["augmentation"].candidates()
+                       if not trial_source(value, spec.generator.name).inpaint})
+    if swept and (ignoring or not spec.needs_synthetic):
+        kinds = f"augmentation {', '.join(map(repr, ignoring))}" if ignoring else \
+            "synthetic_ratio 0 (no synthetic images)"
+        raise UserError(f"sweep.{swept[0]}: swept, but trials with {kinds} use no masks and "
+                        f"would repeat identically; fix {swept[0]} to one value or use an "
+                        f"inpainting kind (inpaint, blur, erase)")
+    if swept and 0 in [float(v) for v in axes["synthetic_ratio"].candidates()]:
+        raise UserError(f"sweep.{swept[0]}: swept, but trials at synthetic_ratio 0 use no masks "
+                        f"and would repeat once per mask value; drop 0 from synthetic_ratio (run "
+                        f"the baseline as its own sweep, e.g. search_spaces/ratio.yaml)")
+    if not any(source.inpaint for source in sources.values()):
+        return
+    if axes["mask_fraction"].kind in ("uniform", "loguniform", "randint"):
+        raise UserError("sweep.mask_fraction: each fraction needs its own inpainted pool, made "
+                        "before trials start; give fractions as a list, e.g. [0.1, 0.3]")
+    saliency = spec.saliency
+    from raysweep.saliency import list_cam_methods
+
+    if saliency.method not in list_cam_methods():
+        raise UserError(f"saliency.method: unknown CAM method {saliency.method!r}; "
+                        f"known: {', '.join(list_cam_methods())}")
+    check_backbone(saliency.backbone, False)
+    from raysweep.training.reference import ReferenceOptions, build_reference_model
+    from raysweep.saliency.target_layer import TargetLayerError, find_target_layer
+
+    options = ReferenceOptions(backbone=saliency.backbone, epochs=saliency.epochs,
+                               input_size=saliency.input_size)
+    model = build_reference_model(options, in_chans=3, num_classes=2)
+    try:
+        find_target_layer(model, saliency.target_layer, (3, options.input_size, options.input_size))
+    except TargetLayerError as error:
+        raise UserError(f"saliency.target_layer: {saliency.backbone}: {error}; name a layer with "
+                        f"a spatial feature map, e.g. saliency.target_layer: layer4") from None
