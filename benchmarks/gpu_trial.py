@@ -28,7 +28,8 @@ import torch
 from raysweep.training.compose import compose
 from raysweep.data import load_splits
 from raysweep.spec import DatasetSpec, TrainingSpec
-from raysweep.training import TrialData, autocast_dtype, resolve_device, train_classifier
+from raysweep.training.device import autocast_dtype, resolve_device
+from raysweep.training.loop import TrialData, train_classifier
 
 
 def trial_data(smoke: bool) -> TrialData:

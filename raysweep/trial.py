@@ -28,7 +28,8 @@ from raysweep.quality.filtering import keep_confident
 from raysweep.quality.reference import sweep_reference
 from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
 from raysweep.store.store import SyntheticStore
-from raysweep.training import FinalEvaluation, TrialData, resolve_device, train_classifier
+from raysweep.training.device import resolve_device
+from raysweep.training.loop import FinalEvaluation, TrialData, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
 
 

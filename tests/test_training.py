@@ -17,7 +17,8 @@ import torch
 from raysweep.training.compose import compose
 from raysweep.data import load_splits
 from raysweep.spec import TrainingSpec
-from raysweep.training import TrialData, autocast_dtype, resolve_device, train_classifier
+from raysweep.training.device import autocast_dtype, resolve_device
+from raysweep.training.loop import TrialData, train_classifier
 
 DATASET = {"name": "digits", "options": {}, "per_class": 8, "val_fraction": 0.2,
            "test_fraction": 0.2, "split_seed": 0}

@@ -52,7 +52,7 @@ def test_validate_does_not_import_the_trainable(in_tmp_cwd, write_spec):
     path = write_spec(SPEC.replace("gpus_per_trial: 0.5", "gpus_per_trial: 0"))
     code = ("import sys\nfrom raysweep.cli import main\n"
             f"assert main(['validate', {str(path)!r}]) == 0\n"
-            "print('raysweep.trial' in sys.modules, 'raysweep.training' in sys.modules)\n")
+            "print('raysweep.trial' in sys.modules, 'raysweep.training.loop' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
