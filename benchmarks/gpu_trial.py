@@ -75,7 +75,7 @@ class UtilisationSampler:
         return f"{np.mean(self.samples):.0f}%" if self.samples else "n/a"
 
 
-def run(device_name: str, data: TrialData, settings: dict, backbone: str) -> None:
+def run(device_name: str, data: TrialData, settings: TrainingSpec, backbone: str) -> None:
     device = resolve_device(device_name)
     reports = []
     cuda = device.type == "cuda"
@@ -92,7 +92,7 @@ def run(device_name: str, data: TrialData, settings: dict, backbone: str) -> Non
             torch.cuda.synchronize(device)
     wall = time.perf_counter() - start
     last = reports[-1]
-    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({settings['threads']} thread(s))"
+    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({settings.threads} thread(s))"
     extra = (f"  amp {str(autocast_dtype(device)).removeprefix('torch.')}  GPU utilisation "
              f"{sampler.mean()}  peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
              if cuda else "")
@@ -117,7 +117,7 @@ def main() -> None:
     epochs = args.epochs or (1 if args.smoke_test else 10)
     settings = TrainingSpec(epochs=epochs, batch_size=32, lr=3e-3, weight_decay=0.05,
                             input_size=16 if args.smoke_test else 28,
-                            threads=args.threads).model_dump()
+                            threads=args.threads)
     backbone = "test_resnet" if args.smoke_test else "resnet10t"
     data = trial_data(args.smoke_test)
     print(f"trial: {backbone}, {int((~data.is_synthetic).sum())} real + "

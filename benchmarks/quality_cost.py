@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from raysweep.data import create_dataset, split_dataset  # noqa: E402
 from raysweep.quality import classification_accuracy_score, pool_quality  # noqa: E402
-from raysweep.quality.reference import sweep_reference  # noqa: E402
+from raysweep.training.reference import ensure_reference_classifier  # noqa: E402
 from raysweep.store.store import SyntheticStore  # noqa: E402
 
 
@@ -46,7 +46,8 @@ def run(inception: bool) -> None:
     pool_images, pool_labels = splits.test.images[:1000], splits.test.labels[:1000]
     # The store the README's sweeps use: a second run reuses the trained reference classifier.
     start = time.perf_counter()
-    reference = sweep_reference(SyntheticStore(".raysweep/cache"), splits, log=lambda _: None)
+    reference = ensure_reference_classifier(SyntheticStore(".raysweep/cache"), splits.train,
+                                            val=splits.val, log=lambda _: None)
     fit = time.perf_counter() - start
     print(f"reference classifier: {fit:.1f} s ({'loaded' if reference.reused else 'trained'}; "
           f"trained once per dataset, then cached)", flush=True)

@@ -45,7 +45,7 @@ def main() -> None:
     ddpm_options = {"steps": 5} if args.smoke_test else \
         ({"steps": args.ddpm_steps} if args.ddpm_steps else {})
     n = 20 if args.smoke_test else args.images
-    reference = ensure_reference_classifier(store, train, reference_options, 0, val=splits.val)
+    reference = ensure_reference_classifier(store, train, reference_options, val=splits.val)
     print(f"reference classifier: {reference.options.backbone}, fit {reference.fit_seconds:.0f}s "
           f"(reused={reference.reused}), val accuracy {reference.val_accuracy:.3f}")
     images, labels = train.images[:n], train.labels[:n]

@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from raysweep.plan import TrialPlanner
+from raysweep.plan.trials import TrialPlanner
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_TAG = "raysweep.trial_id"

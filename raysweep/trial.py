@@ -23,11 +23,11 @@ from raysweep.training.compose import compose
 from raysweep.data import load_splits
 from raysweep.devices import cap_gpu_memory, explain_out_of_memory
 from raysweep.figures import inpaint_gallery
-from raysweep.plan import TrialPlanner
+from raysweep.plan.trials import TrialPlanner
 from raysweep.quality.filtering import keep_confident
-from raysweep.quality.reference import sweep_reference
+from raysweep.store import SyntheticStore
 from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
-from raysweep.store.store import SyntheticStore
+from raysweep.training.reference import ensure_reference_classifier
 from raysweep.training.device import resolve_device
 from raysweep.training.loop import FinalEvaluation, TrialData, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
@@ -38,28 +38,27 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     plan = planner.trial_plan(config)
 
     # 1. Real splits, plus the synthetic prefix this trial reads.
-    splits = load_splits(plan.dataset)
+    splits = load_splits(planner.dataset.model_dump())
     train = splits.train
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
     synthesis = {"generated": 0, "reused": 0}
     pool = None
     if plan.n_synthetic:
-        # The service extends the pool if it is short (one generation even if trials race);
-        # an inpainting trial's pool is also named by its mask.
+        # The service extends the pool if it is short (one generation even if trials race).
         service = ray.get_actor(plan.service)
-        synthesis = ray.get(service.ensure.remote(plan.seed, plan.n_synthetic,
-                                                  plan.mask_fraction, plan.mask_region),
+        synthesis = ray.get(service.ensure.remote(plan.pool, plan.n_synthetic),
                             timeout=CHUNK_TIMEOUT_S)
-        pool = SyntheticStore(plan.store_root).read(synthesis["key"], plan.n_synthetic)
+        pool = SyntheticStore(planner.store_root).read(synthesis["key"], plan.n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
                                            synthetic_labels, plan.synthetic_ratio,
-                                           plan.synthesis_mode, plan.seed)
+                                           planner.synthesis_mode, plan.seed)
     # Filtering drops rows of this trial's training set; the pool itself stays as it is.
     rejected = 0
     if plan.filter_threshold > 0 and is_synthetic.any():
-        reference = sweep_reference(SyntheticStore(plan.store_root), splits, log=lambda _: None)
+        reference = ensure_reference_classifier(SyntheticStore(planner.store_root), train,
+                                                planner.reference, log=lambda _: None)
         keep = keep_confident(reference.logits, images, labels, is_synthetic,
                               plan.filter_threshold)
         rejected = int((~keep).sum())
@@ -88,7 +87,7 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
         # A resumable state (model + optimizer, a model's size several times over) is saved at
         # most every checkpoint_interval_s; the last report carries the artifacts instead, since
         # a finished trial never resumes.
-        due = time.monotonic() - last_saved >= plan.checkpoint_interval_s
+        due = time.monotonic() - last_saved >= planner.checkpoint_interval_s
         if final is None and not due:
             tune.report({**metrics, **cost})
             return
@@ -103,8 +102,8 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
                     inpaint_gallery(train.images[pool.sources], pool.saliency, pool.masks,
                                     pool.images, pool.labels, list(train.class_names),
                                     Path(directory) / "artifacts" / "inpaint_gallery.png",
-                                    title=f"{plan.mask_region} {plan.mask_fraction:g}: original "
-                                          f"| saliency | mask | repainted")
+                                    title=f"{plan.pool.mask.describe()}: original | saliency "
+                                          f"| mask | repainted")
             tune.report({**metrics, **cost}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU; a trial
@@ -114,7 +113,7 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
         cap_gpu_memory(plan.gpu_memory_fraction, device)
     with explain_out_of_memory(f"trial {plan.swept}",
                                "lower training.batch_size or raise tune.gpus_per_trial"):
-        train_classifier(TrialData(images, labels, is_synthetic, splits), plan.training,
+        train_classifier(TrialData(images, labels, is_synthetic, splits), planner.training,
                          backbone=plan.backbone, augmentation=plan.online_augmentation,
-                         seed=plan.seed, metric=plan.metric, mode=plan.mode, device=device,
+                         seed=plan.seed, metric=planner.metric, mode=planner.mode, device=device,
                          report=report, resume=resume)

@@ -77,3 +77,27 @@ def test_baseline_uses_no_synthetic_images():
 def test_too_short_a_pool_is_refused():
     with pytest.raises(ValueError, match="need 400"):
         compose(REAL, REAL_LABELS, POOL[:10], POOL_LABELS[:10], 2.0, "add", 0)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.77, 1.0])
+def test_replace_keeps_the_real_total_on_uneven_classes(ratio):
+    """Classes of 41, 29 and 17 images: per-class rounding of the dropped share gave one row
+    too many or too few (15 images in 3 classes at 0.5 gave 14); largest remainder keeps it."""
+    labels = np.repeat(np.arange(3), [41, 29, 17])
+    real = np.zeros((len(labels), 2, 2, 1), np.uint8)
+    pool_labels, _ = pool_order(3, seed=0, start=0, stop=len(labels))
+    pool = np.ones((len(labels), 2, 2, 1), np.uint8)
+    images, out_labels, is_synthetic = compose(real, labels, pool, pool_labels, ratio,
+                                               "replace", seed=3)
+    assert len(images) == len(out_labels) == 87
+    assert is_synthetic.sum() == synthetic_count(ratio, "replace", 87)
+    kept = np.bincount(out_labels[~is_synthetic], minlength=3)
+    dropped = np.array([41, 29, 17]) - kept
+    # Each class gives up its share of the dropped images, to within one image.
+    assert np.abs(dropped - is_synthetic.sum() * np.array([41, 29, 17]) / 87).max() < 1
+
+
+def test_replace_on_fifteen_images_in_three_classes_keeps_fifteen():
+    labels = np.repeat(np.arange(3), [7, 5, 3])
+    kept = real_indices(labels, 0.5, "replace", seed=0)
+    assert len(kept) + synthetic_count(0.5, "replace", 15) == 15

@@ -8,9 +8,11 @@ import pytest
 
 from raysweep.data import ImageDataset
 from raysweep.generators import create_generator
+from raysweep.synthesis.identity import Mask, PoolId
 from raysweep.synthesis.inpaint import Masking, Repainter, inpaint_order, source_order
 from raysweep.synthesis.kinds import trial_source
-from raysweep.store.store import PoolImages, SyntheticStore
+from raysweep.store import PoolImages, SyntheticStore
+from raysweep.training.reference import ReferenceOptions
 from test_spec import GOOD, expect_error, validate
 from test_stable_diffusion import _fitted, inpaint_dir, offline  # noqa: F401 (fixtures)
 from tiny import TINY_DDPM
@@ -104,11 +106,11 @@ def test_store_keeps_provenance_and_plain_pools_stay_plain(tmp_path):
 def test_repainter_masks_exact_shares_and_records_provenance(tiny_data, tmp_path):
     control = create_generator("erase")
     control.fit(tiny_data.images, tiny_data.labels, 4, seed=0)
-    options = {"backbone": "test_resnet", "epochs": 1, "input_size": 16}
-    masking = Masking(options, 0, "unused-in-this-test", "gradcam", None, 1.0)
+    options = ReferenceOptions(backbone="test_resnet", epochs=1, input_size=16)
+    masking = Masking(options, "unused-in-this-test", "gradcam", None, 1.0)
     repainter = Repainter(control, tiny_data, masking, SyntheticStore(tmp_path))
     sources, _, seeds = inpaint_order(tiny_data.labels, 0, 0, 8)
-    images = repainter.repaint(sources, seeds, 0.25, "background")
+    images = repainter.repaint(sources, seeds, Mask(0.25, "background"))
     assert (images.sources == sources).all() and (images.labels == tiny_data.labels[sources]).all()
     assert [int(m.sum()) for m in images.masks] == [36] * 8  # round(0.25 * 144)
     untouched = ~images.masks
@@ -165,7 +167,7 @@ generator:
   options: {steps: 4, block_out_channels: [8, 16], image_size: 8, sample_steps: 2,
             batch_size: 16, repaint_steps: 4, repaint_jump_length: 2}
 saliency: {backbone: test_resnet, epochs: 1, input_size: 16}
-synthesis: {chunk_size: 40}
+synthesis: {chunk_size: 40, quality_epochs: 1}
 training: {epochs: 1, batch_size: 16, input_size: 16}
 tune: {cpus_per_trial: 1}
 sweep:
@@ -202,6 +204,14 @@ def test_mask_sweep_end_to_end(in_tmp_cwd, capsys, monkeypatch):
     parent_metrics = client.get_run(parent["run_id"]).data.metrics
     assert 0.0 <= parent_metrics["saliency_val_accuracy"] <= 1.0
     assert parent_metrics["synthetic_images_generated"] == 2 * 80  # one pool per region
+    # Inpainted pools are judged like any pool (their id once reached torch.manual_seed as a
+    # tuple), on the one reference classifier that also made their masks.
+    for region in ("background", "random"):
+        slug = f"inpaint-ddpm_seed0_{region}0.25"
+        assert parent_metrics[f"quality_{slug}_cas_balanced_accuracy"] >= 0.0
+        assert f"quality/{slug}.csv" in {a.path for a in
+                                         client.list_artifacts(parent["run_id"], "quality")}
+    assert parent_metrics["reference_test_accuracy"] == parent_metrics["saliency_test_accuracy"]
     for row in children.itertuples():
         artifacts = {a.path for a in client.list_artifacts(row.run_id)}
         assert "inpaint_gallery.png" in artifacts
@@ -234,12 +244,11 @@ def test_trial_plan_names_the_inpainted_pool(write_spec):
     config = {"synthetic_ratio": 1, "mask_fraction": 0.0, "mask_region": "random",
               "augmentation": "inpaint", "backbone": "resnet10t", "seed": 1}
     trial = planner.trial_plan(config)
-    assert (trial.generator, trial.mask_fraction, trial.mask_region) == ("inpaint-ddpm", 0.0,
-                                                                         "random")
+    assert trial.pool == PoolId("inpaint-ddpm", 1, Mask(0.0, "random"))
     assert trial.service == planner.services["inpaint-ddpm"]
     assert planner.trial_plan({**config, "augmentation": "blur"}).generator == "blur"
-    assert {(p.generator, p.pool_id) for p in plan.pools} == {
-        (g, (s, 0.0, r)) for g in ("blur", "inpaint-ddpm") for s in (0, 1)
+    assert {p.pool for p in plan.pools} == {
+        PoolId(g, s, Mask(0.0, r)) for g in ("blur", "inpaint-ddpm") for s in (0, 1)
         for r in ("background", "random")}
 
 
@@ -251,11 +260,11 @@ def test_sd_inpaint_repaints_saliency_masks_with_the_class_prompt(inpaint_dir, t
     data = ImageDataset(rng.integers(0, 256, (8, 20, 24, 3), dtype=np.uint8), np.arange(8) % 2,
                         ("cat", "dog"), name="pets")
     generator = _fitted("sd-inpaint", inpaint_dir)
-    masking = Masking({"backbone": "test_resnet", "epochs": 1, "input_size": 16}, 0, "k",
+    masking = Masking(ReferenceOptions(backbone="test_resnet", epochs=1, input_size=16), "k",
                       "hirescam", None, 0.0)
     repainter = Repainter(generator, data, masking, SyntheticStore(tmp_path))
     sources, _, seeds = inpaint_order(data.labels, 0, 0, 4)
-    images = repainter.repaint(sources, seeds, 0.3, "foreground")
+    images = repainter.repaint(sources, seeds, Mask(0.3, "foreground"))
     assert [int(m.sum()) for m in images.masks] == [round(0.3 * 20 * 24)] * 4
     kept = ~images.masks
     assert (images.images[kept] == data.images[sources][kept]).all()

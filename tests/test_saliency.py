@@ -108,7 +108,7 @@ def test_masks_find_known_objects(tmp_path):
     train = ImageDataset(images, labels, ("circle", "square", "cross"), name="shapes")
     held_images, held_labels, held_objects = _shapes_on_texture(30, seed=1)
     held = ImageDataset(held_images, held_labels, train.class_names, name="shapes")
-    reference = ensure_reference_classifier(SyntheticStore(tmp_path), train, {"epochs": 10}, 0,
+    reference = ensure_reference_classifier(SyntheticStore(tmp_path), train, {"epochs": 10},
                                             val=held, log=lambda _m: None)
     assert reference.val_accuracy > 0.8  # it learned the shapes, so its CAMs mean something
     fraction = 0.3
@@ -133,13 +133,13 @@ def test_reference_classifier_is_trained_once_and_cached(tmp_path):
                         ("a", "b", "c"), name="noise")
     store = SyntheticStore(tmp_path)
     options = {"backbone": "test_resnet", "epochs": 1, "input_size": 16}
-    first = ensure_reference_classifier(store, data, options, 0, val=data, log=lambda _m: None)
-    again = ensure_reference_classifier(store, data, options, 0, log=lambda _m: None)
+    first = ensure_reference_classifier(store, data, options, val=data, log=lambda _m: None)
+    again = ensure_reference_classifier(store, data, options, log=lambda _m: None)
     assert not first.reused and again.reused and again.key == first.key
     assert store.has_classifier(first.key) and not store.has_generator(first.key)
     assert (again.logits(data.images) == first.logits(data.images)).all()
     assert again.logits(data.images).shape == (24, 3)
     assert again.features(data.images[:5]).shape == (5, again.model.num_features)
-    assert 0.0 <= first.val_accuracy <= 1.0
-    other = ensure_reference_classifier(store, data, options, 1, log=lambda _m: None)
+    assert first.val_accuracy == first.accuracy(data)
+    other = ensure_reference_classifier(store, data, {**options, "seed": 1}, log=lambda _m: None)
     assert other.key != first.key  # the seed is part of the key

@@ -181,7 +181,7 @@ def test_synthesis_kinds_on_the_augmentation_axis_pick_generators(write_spec):
             "generator": {"name": "ddpm", "options_by_name": {"vae": {"steps": 5}}}}
     plan = build_plan(load_spec(write_spec(spec)))
     assert plan.generators == {"ddpm": {}, "dcgan": {}, "vae": {"steps": 5}}
-    assert sorted((p.generator, p.seed) for p in plan.pools) == [
+    assert sorted((p.pool.source, p.pool.seed) for p in plan.pools) == [
         (g, s) for g in ("dcgan", "ddpm", "vae") for s in (0, 1)]
 
 
@@ -255,7 +255,7 @@ def test_duplicate_yaml_keys(write_spec, capsys):
 def test_ratio_planning_too_many_images(write_spec, capsys, monkeypatch):
     # The real bound (2 million images per pool) needs a dataset of 20k images at ratio 100;
     # the check is the same at a bound this test can reach in a second.
-    monkeypatch.setattr("raysweep.plan.MAX_POOL_IMAGES", 500)
+    monkeypatch.setattr("raysweep.plan.pools.MAX_POOL_IMAGES", 500)
     spec = with_sweep(synthetic_ratio=[0, 10])
     expect_error(write_spec(spec), capsys, "synthetic_ratio", "synthetic images per pool",
                  "more than 500")

@@ -20,7 +20,10 @@ from tiny import TINY_DDPM, generator_actor_pids, shard_names
 from raysweep.cli import main
 from raysweep.data import create_dataset, split_dataset
 from raysweep.synthesis.actors import ACTOR_RESTARTS, SynthesisFailed, start_synthesis
+from raysweep.synthesis.identity import PoolId
 from raysweep.synthesis.service import pool_order
+
+POOL0, POOL1 = PoolId("ddpm", 0), PoolId("ddpm", 1)
 from raysweep.store.store import SyntheticStore
 
 
@@ -39,8 +42,8 @@ def train():
 
 def start(store, train, name, **kwargs):
     settings = {"actors": 2, "cpus_per_actor": 0, "gpus_per_actor": 0, "chunk_size": 8, **kwargs}
-    return start_synthesis("ddpm", TINY_DDPM, train, 0, store, [0, 1], service_name=name,
-                           log=print, **settings)
+    return start_synthesis("ddpm", TINY_DDPM, train, 0, store, [POOL0, POOL1],
+                           service_name=name, log=print, **settings)
 
 
 def test_actors_pack_on_logical_gpus_and_leave_room_for_trials(local_ray, train, tmp_path):
@@ -78,43 +81,43 @@ def test_actors_without_a_gpu_see_no_cuda_device(local_ray, train, tmp_path):
 def test_pool_extends_and_a_damaged_pool_is_regenerated(local_ray, train, tmp_path):
     store = SyntheticStore(tmp_path)
     service, actors, _ = start(store, train, "extend", actors=1)
-    small = ray.get(service.ensure.remote(0, 30))
+    small = ray.get(service.ensure.remote(POOL0, 30))
     before = store.read(small["key"], 30)
-    large = ray.get(service.ensure.remote(0, 50))
+    large = ray.get(service.ensure.remote(POOL0, 50))
     assert small["key"] == large["key"] and small["generated"] == 30 and large["generated"] == 20
     assert np.array_equal(store.read(large["key"], 50).images[:30], before.images)
-    assert ray.get(service.ensure.remote(0, 40))["generated"] == 0
+    assert ray.get(service.ensure.remote(POOL0, 40))["generated"] == 0
     labels, seeds = pool_order(train.num_classes, 0, 0, 50)
     stored = store.read(large["key"], 50)
     assert np.array_equal(stored.labels, labels) and np.array_equal(stored.seeds, seeds)
     # A damaged shard: the pool keeps the good prefix and makes the rest again, identically.
     names = shard_names(store, large["key"])
     (Path(store.pool_dir(large["key"])) / names[2]).write_bytes(b"garbage")
-    repaired = ray.get(service.ensure.remote(0, 50))
+    repaired = ray.get(service.ensure.remote(POOL0, 50))
     assert repaired["generated"] == 50 - 16 and store.verify(large["key"]) == []
     again = store.read(large["key"], 50).images.astype(int)
     assert np.abs(again - stored.images.astype(int)).max() <= 1
     # Once released, the actors make nothing more, and say so in one line.
     ray.get(service.release_actors.remote())
-    assert ray.get(service.ensure.remote(0, 50))["generated"] == 0
+    assert ray.get(service.ensure.remote(POOL0, 50))["generated"] == 0
     with pytest.raises(SynthesisFailed, match="released") as error:
-        ray.get(service.ensure.remote(0, 60))
+        ray.get(service.ensure.remote(POOL0, 60))
     assert "\n" not in str(error.value.cause)
 
 
 def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
     store = SyntheticStore(tmp_path)
     service, actors, _ = start(store, train, "concurrent")
-    results = ray.get([service.ensure.remote(0, 40), service.ensure.remote(0, 40),
-                       service.ensure.remote(0, 24)])
+    results = ray.get([service.ensure.remote(POOL0, 40), service.ensure.remote(POOL0, 40),
+                       service.ensure.remote(POOL0, 24)])
     # Whichever request runs first generates; the others reuse: 40 images in all, not 104.
     assert sum(r["generated"] for r in results) == 40
     assert [r["count"] >= n for r, n in zip(results, (40, 40, 24))] == [True] * 3
-    assert ray.get(service.stats.remote())["generated"] == {0: 40, 1: 0}
+    assert ray.get(service.stats.remote())["generated"] == {POOL0: 40, POOL1: 0}
     assert sum(ray.get(a.info.remote())["images_generated"] for a in actors) == 40
     # Asking for more extends the pool; the first 40 images stay as they were.
     before = store.read(results[0]["key"], 40).images
-    grown = ray.get(service.ensure.remote(0, 56))
+    grown = ray.get(service.ensure.remote(POOL0, 56))
     assert grown["generated"] == 16 and grown["reused"] == 40
     assert np.array_equal(store.read(grown["key"], 40).images, before)
 
@@ -122,7 +125,7 @@ def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
 def test_killed_actor_loses_and_duplicates_nothing(local_ray, train, tmp_path):
     store = SyntheticStore(tmp_path)
     service, actors, _ = start(store, train, "killed", chunk_size=4)
-    pending = service.ensure.remote(1, 200)
+    pending = service.ensure.remote(POOL1, 200)
     # Kill one actor while the pool is being filled; Ray restarts it and retries its chunk.
     pool_key = None
     deadline = time.time() + 60
@@ -150,7 +153,7 @@ def test_actor_killed_on_every_attempt_fails_with_one_line(local_ray, train, tmp
     store = SyntheticStore(tmp_path)
     service, actors, _ = start(store, train, "doomed", actors=1, chunk_size=4)
     others = generator_actor_pids() - {ray.get(actors[0].info.remote())["pid"]}
-    pending = service.ensure.remote(0, 4000)
+    pending = service.ensure.remote(POOL0, 4000)
     killed: set[int] = set()
 
     def kill_every_attempt():

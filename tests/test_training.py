@@ -33,7 +33,7 @@ def tiny_run(epochs: int = 3, device: str = "cpu", resume: dict | None = None,
     images, labels, is_synthetic = compose(train.images, train.labels, train.images[:, ::-1],
                                            train.labels, 0.5, "add", 0)
     settings = TrainingSpec(epochs=epochs, batch_size=16, input_size=16, warmup_epochs=1,
-                            **training).model_dump()
+                            **training)
     reports = []
     train_classifier(TrialData(images, labels, is_synthetic, splits), settings,
                      backbone="test_resnet", augmentation=augmentation, seed=3,

@@ -34,8 +34,8 @@ def test_trial_plan_names_generator_service_count_and_device(in_tmp_cwd, write_s
     assert trial.online_augmentation == "cutout"
     assert trial.n_synthetic == round(0.5 * len(plan.splits.train)) and trial.seed == 1
     assert trial.device == "cuda" and trial.gpu_memory_fraction == 0.5
-    assert trial.store_root == "/store"
-    assert trial.training["input_size"] == plan.spec.training.input_size
+    assert trial.planner.store_root == "/store"
+    assert trial.planner.training == plan.spec.training
 
     default = planner.trial_plan({"synthetic_ratio": 0.5, "augmentation": "classic",
                                   "backbone": "test_resnet", "seed": 0})

@@ -8,29 +8,43 @@ synthetic pools (`pools.py`), and turns the `sweep:` axes into Tune's search spa
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from ray import tune
-
 from raysweep.data import DataSplits, load_splits
-from raysweep.errors import UserError
 from raysweep.plan.budget import check_budget, local_resources
 from raysweep.plan.names import check_names
-from raysweep.plan.pools import (MAX_POOL_IMAGES, PoolRequest, describe_pool, generators_used,
+from raysweep.plan.pools import (MAX_POOL_IMAGES, PoolRequest, generators_used, planned_pools,
                                  sources_used)
-from raysweep.plan.space import _describe, _to_tune, search_and_scheduler
+from raysweep.plan.reference import reference_options, uses_reference
+from raysweep.plan.space import describe_axis, param_space, search_and_scheduler, trial_count
 from raysweep.plan.trials import TrialPlan, TrialPlanner, service_name
 from raysweep.spec import Spec
 from raysweep.store import SyntheticStore
 from raysweep.synthesis.kinds import SynthesisSource
-from raysweep.training.compose import synthetic_count
+from raysweep.training.reference import ReferenceOptions
 
 __all__ = ["MAX_POOL_IMAGES", "Plan", "PoolRequest", "TrialPlan", "TrialPlanner", "build_plan",
-           "check_budget", "describe_pool", "search_and_scheduler", "service_name"]
+           "check_budget", "search_and_scheduler", "service_name"]
+
 
 @dataclass
 class Plan:
+    """What a validated spec will run.
+
+    Args:
+        spec: the validated spec.
+        splits: the real splits, loaded once.
+        param_space: Tune's search space.
+        num_samples: Tune's num_samples.
+        trial_count: how many trials the search runs.
+        pools: every pool the trials can read, each sized for the largest ratio.
+        resources: what each trial asks Ray for (`cpu`, `gpu`).
+        generators: synthesis source name -> its generator's options.
+        fixed_params: what every trial's MLflow run records besides its swept values.
+        sources: synthesis source name -> the source.
+        reference: the sweep's reference classifier, when masks, filtering or judging use it.
+    """
+
     spec: Spec
     splits: DataSplits
     param_space: dict
@@ -41,6 +55,7 @@ class Plan:
     generators: dict[str, dict] = field(default_factory=dict)
     fixed_params: dict = field(default_factory=dict)
     sources: dict[str, SynthesisSource] = field(default_factory=dict)
+    reference: ReferenceOptions | None = None
 
     def trial_planner(self, sweep_id: str, store_root: str) -> TrialPlanner:
         """The per-trial resolver for this sweep: its services are named after `sweep_id`,
@@ -49,12 +64,11 @@ class Plan:
         return TrialPlanner(
             default_generator=spec.generator.name,
             services={name: service_name(sweep_id, name) for name in self.generators},
-            n_real=len(self.splits.train),
-            gpus_per_trial=spec.tune.gpus_per_trial,
-            dataset=spec.dataset.model_dump(), training=spec.training.model_dump(),
+            n_real=len(self.splits.train), dataset=spec.dataset, training=spec.training,
             synthesis_mode=spec.synthesis.mode, store_root=store_root,
             metric=spec.tune.metric, mode=spec.tune.mode,
-            checkpoint_interval_s=spec.tune.checkpoint_interval_s)
+            checkpoint_interval_s=spec.tune.checkpoint_interval_s,
+            gpus_per_trial=spec.tune.gpus_per_trial, reference=self.reference)
 
     def summary(self) -> str:
         train, val, test = self.splits.train, self.splits.val, self.splits.test
@@ -69,26 +83,19 @@ class Plan:
         for name in self.generators:
             lines.append(f"generator {name} ({synthesis.mode} mode): {synthesis.actors} actor(s), "
                          f"{synthesis.cpus_per_actor:g} CPU and {synthesis.gpus_per_actor:g} GPU "
-                         f"each; pools: " + ", ".join(f"{describe_pool(p)}: {p.count} images"
-                                                      for p in self.pools if p.generator == name))
-        if any(source.inpaint for source in self.sources.values()):
-            saliency = self.spec.saliency
-            lines.append(f"masks: {saliency.method} on a {saliency.backbone} reference classifier "
-                         f"({saliency.epochs} epochs on the training split)")
+                         f"each; pools: " + ", ".join(f"{p.pool.describe()}: {p.count} images"
+                                                      for p in self.pools
+                                                      if p.pool.source == name))
+        if self.reference is not None:
+            options = self.reference
+            lines.append(f"reference classifier: {options.backbone}, {options.epochs} epochs on "
+                         f"the training split (seed {options.seed}); masks by "
+                         f"{self.spec.saliency.method}")
         if not self.pools:
             lines.append("no synthetic data (every synthetic_ratio is 0)")
         for name, axis in self.spec.axes().items():
-            lines.append(f"  {name}: {_describe(axis)}")
+            lines.append(f"  {name}: {describe_axis(axis)}")
         return "\n".join(lines)
-
-
-
-def reference_options(spec: Spec) -> dict:
-    """The reference classifier options the spec's `saliency:` block names."""
-    saliency = spec.saliency
-    return {"backbone": saliency.backbone, "epochs": saliency.epochs,
-            "input_size": saliency.input_size}
-
 
 
 def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None = None,
@@ -104,35 +111,13 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
     if spec.needs_synthetic:
         SyntheticStore(spec.store.path).check()
     splits = load_splits(spec.dataset.model_dump())
-    axes = spec.axes()
-    param_space = {name: _to_tune(axis, spec.tune.search_alg) for name, axis in axes.items()}
-    ratio = axes["synthetic_ratio"]
-    if spec.tune.search_alg == "grid" and ratio.kind == "grid":
-        # Tune starts grid trials in order and the ratio varies slowest: largest training sets
-        # first, so the trials left running at the end, beside idle slots, are the short ones.
-        param_space["synthetic_ratio"] = tune.grid_search(sorted(ratio.values, reverse=True))
-    grid = math.prod(len(a.values) for a in axes.values()
-                     if spec.tune.search_alg == "grid" and a.kind == "grid")
-    trial_count = grid * spec.tune.num_samples
-    generators = generators_used(spec)
-    sources = sources_used(spec)
-    count = synthetic_count(axes["synthetic_ratio"].max_value, spec.synthesis.mode,
-                            len(splits.train))
-    if generators and count > MAX_POOL_IMAGES:
-        raise UserError(f"sweep.synthetic_ratio: {axes['synthetic_ratio'].max_value:g} x "
-                        f"{len(splits.train)} real images plans {count} synthetic images per pool, "
-                        f"more than {MAX_POOL_IMAGES}; use a smaller ratio or dataset.per_class")
-    pools = []
-    for name, source in sources.items():
-        masks = [(float(f), str(r)) for f in axes["mask_fraction"].candidates()
-                 for r in axes["mask_region"].candidates()] if source.inpaint else [(None, None)]
-        pools += [PoolRequest(name, int(seed), count, fraction, region)
-                  for seed in axes["seed"].candidates() for fraction, region in masks]
+    pools = planned_pools(spec, len(splits.train))
     resources = {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial}
     fixed = {"dataset": spec.dataset.name, "per_class": spec.dataset.per_class,
              "synthesis_mode": spec.synthesis.mode, "epochs": spec.training.epochs,
              "batch_size": spec.training.batch_size, "lr": spec.training.lr,
              "input_size": spec.training.input_size, "pretrained": spec.training.pretrained,
              "train_images_real": len(splits.train)}
-    return Plan(spec, splits, param_space, spec.tune.num_samples, trial_count, pools,
-                resources, generators, fixed, sources)
+    return Plan(spec, splits, param_space(spec), spec.tune.num_samples, trial_count(spec), pools,
+                resources, generators_used(spec), fixed, sources_used(spec),
+                reference_options(spec) if uses_reference(spec) else None)

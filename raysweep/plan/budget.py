@@ -18,7 +18,6 @@ def local_resources(num_cpus: float | None, num_gpus: float | None) -> tuple[flo
     return float(num_cpus or os.cpu_count() or 1), float(num_gpus)
 
 
-
 def check_budget(spec: Spec, cpus: float, gpus: float, spread: bool = False) -> None:
     """A trial must fit beside the generator actors, or Tune would wait forever. (`run` releases
     the actors once the pools are full; this still guards any phase where both run.)

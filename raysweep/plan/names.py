@@ -12,8 +12,8 @@ import inspect
 from raysweep.augment import TTA_TRANSFORMS, check_augmentation
 from raysweep.backbones import check_backbone
 from raysweep.errors import UserError
-from raysweep.generators import create_generator, generator_class, list_generators
 from raysweep.plan.pools import generators_used, sources_used
+from raysweep.plan.reference import reference_options
 from raysweep.spec import Spec
 from raysweep.synthesis.kinds import split_augmentation, trial_source
 
@@ -41,7 +41,6 @@ def check_names(spec: Spec) -> None:
     check_quality(spec)
 
 
-
 def check_quality(spec: Spec) -> None:
     """Inception weights are only read when pools are judged, and must be Inception's."""
     synthesis = spec.synthesis
@@ -56,9 +55,11 @@ def check_quality(spec: Spec) -> None:
     load_inception_weights(synthesis.inception_weights)
 
 
-
 def check_generator(name: str, options: dict) -> None:
     """The generator exists, takes these options, and has its weights where it needs them."""
+    # Imported here: planning a trial (raysweep.plan) must not load every generator module.
+    from raysweep.generators import create_generator, generator_class, list_generators
+
     if name not in list_generators():
         raise UserError(f"generator.name: unknown generator {name!r}; "
                         f"known: {', '.join(list_generators())}")
@@ -77,7 +78,6 @@ def check_generator(name: str, options: dict) -> None:
     if check_available is not None:
         check_available()
     return generator
-
 
 
 def check_masks(spec: Spec) -> None:
@@ -108,14 +108,14 @@ def check_masks(spec: Spec) -> None:
         raise UserError(f"saliency.method: unknown CAM method {saliency.method!r}; "
                         f"known: {', '.join(list_cam_methods())}")
     check_backbone(saliency.backbone, False)
-    from raysweep.training.reference import ReferenceOptions, build_reference_model
     from raysweep.saliency.target_layer import TargetLayerError, find_target_layer
+    from raysweep.training.reference import build_reference_model
 
-    options = ReferenceOptions(backbone=saliency.backbone, epochs=saliency.epochs,
-                               input_size=saliency.input_size)
+    options = reference_options(spec)
     model = build_reference_model(options, in_chans=3, num_classes=2)
     try:
         find_target_layer(model, saliency.target_layer, (3, options.input_size, options.input_size))
     except TargetLayerError as error:
         raise UserError(f"saliency.target_layer: {saliency.backbone}: {error}; name a layer with "
                         f"a spatial feature map, e.g. saliency.target_layer: layer4") from None
+

@@ -1,39 +1,29 @@
 """Which pools a sweep needs: the synthesis sources its trials draw from, and each pool's size.
 
-A pool is named by its source, its seed and, for an inpainting source, its mask; the plan asks
-for the first `count` images of each (the largest prefix any trial of the sweep reads).
+Each pool is a `PoolId` (source, seed, mask), made here once; the plan asks for the first
+`count` images of each, the largest prefix any trial of the sweep can read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raysweep.errors import UserError
 from raysweep.spec import Spec
+from raysweep.synthesis.identity import Mask, PoolId
 from raysweep.synthesis.kinds import SynthesisSource, trial_source
+from raysweep.training.compose import synthetic_count
 
 # One pool larger than this is a typo in a ratio, not a study (at 32x32 RGB it is ~6 GB).
 MAX_POOL_IMAGES = 2_000_000
 
 
-
 @dataclass(frozen=True)
 class PoolRequest:
-    """The sweep needs the first `count` images of this source's pool for this seed (and, for
-    an inpainting source, this mask)."""
+    """The sweep needs the first `count` images of `pool`."""
 
-    generator: str
-    seed: int
+    pool: PoolId
     count: int
-    mask_fraction: float | None = None
-    mask_region: str | None = None
-
-    @property
-    def pool_id(self) -> int | tuple:
-        """What the synthesis service calls this pool: the seed, or (seed, fraction, region)."""
-        if self.mask_fraction is None:
-            return self.seed
-        return self.seed, self.mask_fraction, self.mask_region
-
 
 
 def sources_used(spec: Spec) -> dict[str, SynthesisSource]:
@@ -45,15 +35,31 @@ def sources_used(spec: Spec) -> dict[str, SynthesisSource]:
     return {source.name: source for source in sorted(sources, key=lambda s: s.name)}
 
 
-
 def generators_used(spec: Spec) -> dict[str, dict]:
     """The sources trials draw from, with their generator's options."""
     return {name: spec.generator.options_for(source.generator)
             for name, source in sources_used(spec).items()}
 
 
+def planned_pools(spec: Spec, n_real: int) -> list[PoolRequest]:
+    """Every pool the sweep's trials can read, each sized for the largest ratio.
 
-def describe_pool(pool: PoolRequest) -> str:
-    if pool.mask_fraction is None:
-        return f"seed {pool.seed}"
-    return f"seed {pool.seed} {pool.mask_region} {pool.mask_fraction:g}"
+    Raises:
+        UserError: a pool would hold more than MAX_POOL_IMAGES images.
+    """
+    sources = sources_used(spec)
+    if not sources:
+        return []
+    axes = spec.axes()
+    ratio = axes["synthetic_ratio"].max_value
+    count = synthetic_count(ratio, spec.synthesis.mode, n_real)
+    if count > MAX_POOL_IMAGES:
+        raise UserError(f"sweep.synthetic_ratio: {ratio:g} x {n_real} real images plans {count} "
+                        f"synthetic images per pool, more than {MAX_POOL_IMAGES}; use a smaller "
+                        f"ratio or dataset.per_class")
+    masks = [Mask(fraction, region) for fraction in axes["mask_fraction"].candidates()
+             for region in axes["mask_region"].candidates()]
+    return [PoolRequest(PoolId(name, seed, mask), count)
+            for name, source in sources.items()
+            for seed in axes["seed"].candidates()
+            for mask in (masks if source.inpaint else [None])]

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from raysweep.spec import Axis, Spec
+
+
+def param_space(spec: Spec) -> dict:
+    """Tune's param space: each `sweep:` axis as a fixed value, a grid or a distribution."""
+    axes = spec.axes()
+    space = {name: _to_tune(axis, spec.tune.search_alg) for name, axis in axes.items()}
+    ratio = axes["synthetic_ratio"]
+    if spec.tune.search_alg == "grid" and ratio.kind == "grid":
+        # Tune starts grid trials in order and the ratio varies slowest: largest training sets
+        # first, so the trials left running at the end, beside idle slots, are the short ones.
+        space["synthetic_ratio"] = tune.grid_search(sorted(ratio.values, reverse=True))
+    return space
+
+
+def trial_count(spec: Spec) -> int:
+    """How many trials the search runs: the grid's size (1 without one) times num_samples."""
+    grid = math.prod(len(a.values) for a in spec.axes().values()
+                     if spec.tune.search_alg == "grid" and a.kind == "grid")
+    return grid * spec.tune.num_samples
+
 
 def search_and_scheduler(spec: Spec):
     """Tune's search algorithm and trial scheduler for the spec's `tune:` block."""
@@ -29,7 +51,6 @@ def search_and_scheduler(spec: Spec):
     return search, scheduler
 
 
-
 def _to_tune(axis: Axis, search_alg: str):
     values = axis.values
     if axis.kind == "fixed":
@@ -45,8 +66,7 @@ def _to_tune(axis: Axis, search_alg: str):
     return tune.randint(int(values[0]), int(values[1]) + 1)  # spec bounds are inclusive
 
 
-
-def _describe(axis: Axis) -> str:
+def describe_axis(axis: Axis) -> str:
     if axis.kind == "fixed":
         return f"{axis.values[0]!r}"
     return f"{axis.kind} {axis.values!r}"

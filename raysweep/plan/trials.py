@@ -1,8 +1,10 @@
 """What each trial runs: the typed `TrialPlan` a trial resolves from its config.
 
 A searcher such as Optuna picks configs only at run time, so the sweep ships a `TrialPlanner`
-(small, picklable) whose `trial_plan(config)` resolves the config the same way wherever it
-runs: in the trial, and in the tracking callback on the driver.
+(small, picklable): the part every trial of the sweep shares, fixed once by the plan. Its
+`trial_plan(config)` adds what one trial varies, the same way wherever it runs: in the trial,
+and in the tracking callback on the driver. A `TrialPlan` holds its planner, so nothing
+sweep-wide is copied field by field.
 """
 
 from __future__ import annotations
@@ -10,14 +12,68 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from raysweep.spec import DatasetSpec, TrainingSpec
+from raysweep.synthesis.identity import Mask, PoolId
 from raysweep.synthesis.kinds import split_augmentation, trial_source
 from raysweep.training.compose import synthetic_count
+from raysweep.training.reference import ReferenceOptions
+
+
+@dataclass(frozen=True)
+class TrialPlanner:
+    """What every trial of one sweep shares.
+
+    Args:
+        default_generator: the spec's `generator.name` (augmentation values without a
+            synthesis kind draw from it).
+        services: synthesis source name -> the Ray actor name of its synthesis service.
+        n_real: real training images (what ratios multiply).
+        dataset: the spec's validated `dataset:` block.
+        training: the spec's validated `training:` block (the loop reads it as it is).
+        synthesis_mode: `add`, `replace` or `only`.
+        store_root: the synthetic store's resolved root (local path or s3:// URI).
+        metric, mode: what early stopping and Tune watch.
+        checkpoint_interval_s: the least time between two resumable checkpoints.
+        gpus_per_trial: `tune.gpus_per_trial`.
+        reference: the sweep's reference classifier, for trials that filter; None when no
+            part of the sweep uses one.
+    """
+
+    default_generator: str
+    services: dict[str, str]
+    n_real: int
+    dataset: DatasetSpec
+    training: TrainingSpec
+    synthesis_mode: str
+    store_root: str
+    metric: str
+    mode: str
+    checkpoint_interval_s: float
+    gpus_per_trial: float
+    reference: ReferenceOptions | None
+
+    def trial_plan(self, config: dict) -> TrialPlan:
+        ratio = float(config["synthetic_ratio"])
+        n_synthetic = synthetic_count(ratio, self.synthesis_mode, self.n_real)
+        pool = None
+        if n_synthetic:
+            source = trial_source(config["augmentation"], self.default_generator)
+            mask = Mask(config["mask_fraction"], config["mask_region"]) if source.inpaint \
+                else None
+            pool = PoolId(source.name, config["seed"], mask)
+        return TrialPlan(
+            planner=self, swept=dict(config), backbone=str(config["backbone"]),
+            online_augmentation=split_augmentation(config["augmentation"])[1],
+            synthetic_ratio=ratio, filter_threshold=float(config.get("filter_threshold", 0.0)),
+            seed=int(config["seed"]), pool=pool, n_synthetic=n_synthetic)
+
 
 @dataclass(frozen=True)
 class TrialPlan:
     """Everything one trial needs, resolved from its config once.
 
     Args:
+        planner: the sweep-wide part (dataset, training recipe, store, metric, ...).
         swept: the trial's config (the swept axes, as the search algorithm chose them).
         backbone: timm model name.
         online_augmentation: the online part of `augmentation` (`none` when empty).
@@ -25,83 +81,42 @@ class TrialPlan:
         filter_threshold: the reference classifier's confidence in its own label that a
             synthetic image needs to be kept (0 = keep all).
         seed: the trial's seed (model init, batches, augmentation, its pool).
-        generator: the synthesis source whose pool it reads (`ddpm`, `inpaint-ddpm`, `blur`,
-            ...; see `SynthesisSource.name`); None when it reads no synthetic image.
-        service: the Ray actor name of the synthesis service for `generator`.
-        mask_fraction, mask_region: the mask of its inpainted pool; None for a
-            class-conditional source or no synthetic images.
+        pool: the pool it reads a prefix of; None when it reads no synthetic image.
         n_synthetic: how many pool images it reads (a prefix of the pool).
-        device: the device it asks for (`cuda` when the sweep gives trials GPUs).
-        gpu_memory_fraction: the trial's share of its GPU's memory when it shares the GPU
-            (`tune.gpus_per_trial` below 1), else None.
-        dataset, training: the spec's blocks, as dicts.
-        synthesis_mode: `add`, `replace` or `only`.
-        store_root: the synthetic store (local path or s3:// URI).
-        metric, mode: what early stopping and Tune watch.
-        checkpoint_interval_s: the least time between two resumable checkpoints.
     """
 
+    planner: TrialPlanner
     swept: dict[str, Any]
     backbone: str
     online_augmentation: str
     synthetic_ratio: float
     filter_threshold: float
     seed: int
-    generator: str | None
-    service: str | None
+    pool: PoolId | None
     n_synthetic: int
-    mask_fraction: float | None
-    mask_region: str | None
-    device: str
-    gpu_memory_fraction: float | None
-    dataset: dict
-    training: dict
-    synthesis_mode: str
-    store_root: str
-    metric: str
-    mode: str
-    checkpoint_interval_s: float
+
+    @property
+    def generator(self) -> str | None:
+        """The synthesis source it draws from (`ddpm`, `inpaint-ddpm`, ...), or None."""
+        return self.pool.source if self.pool is not None else None
+
+    @property
+    def service(self) -> str | None:
+        """The Ray actor name of the synthesis service that fills its pool."""
+        return self.planner.services[self.pool.source] if self.pool is not None else None
+
+    @property
+    def device(self) -> str:
+        """The device it asks for: `cuda` when the sweep gives trials GPUs."""
+        return "cuda" if self.planner.gpus_per_trial > 0 else "cpu"
+
+    @property
+    def gpu_memory_fraction(self) -> float | None:
+        """Its share of its GPU's memory when it shares the GPU, else None."""
+        share = self.planner.gpus_per_trial
+        return share if 0 < share < 1 else None
 
 
-
-@dataclass(frozen=True)
-class TrialPlanner:
-    """Resolves a trial's config into its `TrialPlan`; the sweep-wide part is fixed here."""
-
-    default_generator: str
-    services: dict[str, str]
-    n_real: int
-    gpus_per_trial: float
-    dataset: dict
-    training: dict
-    synthesis_mode: str
-    store_root: str
-    metric: str
-    mode: str
-    checkpoint_interval_s: float
-
-    def trial_plan(self, config: dict) -> TrialPlan:
-        ratio = float(config["synthetic_ratio"])
-        online = split_augmentation(config["augmentation"])[1]
-        n_synthetic = synthetic_count(ratio, self.synthesis_mode, self.n_real)
-        source = trial_source(config["augmentation"], self.default_generator)
-        generator = source.name if n_synthetic else None
-        masked = bool(n_synthetic) and source.inpaint
-        return TrialPlan(
-            swept=dict(config), backbone=str(config["backbone"]), online_augmentation=online,
-            synthetic_ratio=ratio, filter_threshold=float(config.get("filter_threshold", 0.0)),
-            seed=int(config["seed"]), generator=generator,
-            service=self.services.get(generator), n_synthetic=n_synthetic,
-            mask_fraction=float(config["mask_fraction"]) if masked else None,
-            mask_region=str(config["mask_region"]) if masked else None,
-            device="cuda" if self.gpus_per_trial > 0 else "cpu",
-            gpu_memory_fraction=self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else None,
-            dataset=self.dataset, training=self.training, synthesis_mode=self.synthesis_mode,
-            store_root=self.store_root, metric=self.metric, mode=self.mode,
-            checkpoint_interval_s=self.checkpoint_interval_s)
-
-
-
-def service_name(sweep_id: str, generator: str) -> str:
-    """The Ray actor name of the synthesis service that serves `generator` in this sweep."""
-    return f"raysweep-synthesis-{sweep_id}-{generator}"
+def service_name(sweep_id: str, source: str) -> str:
+    """The Ray actor name of the synthesis service that serves `source` in this sweep."""
+    return f"raysweep-synthesis-{sweep_id}-{source}"

@@ -2,17 +2,17 @@
 
 A generator whose images carry their class (not just the look of the data) yields a classifier
 that works on real images. The classifier is a timm backbone trained from scratch with AdamW;
-the score is balanced accuracy on the real test split, comparable with the sweep's trials.
+the score is balanced accuracy on the real test split (the recipe is `training/optim.py`'s), comparable with the sweep's trials.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
 from raysweep.backbones import create_backbone
+from raysweep.training.optim import fit_classifier
 
 
 def _as_input(images: np.ndarray) -> torch.Tensor:
@@ -26,24 +26,13 @@ def classification_accuracy_score(synthetic_images: np.ndarray, synthetic_labels
                                   num_classes: int, backbone: str = "resnet10t", epochs: int = 5,
                                   batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> float:
     """Balanced accuracy on the real test images of a classifier trained on synthetic ones."""
-    torch.manual_seed(seed)
     x, y = _as_input(synthetic_images), torch.from_numpy(synthetic_labels.astype(np.int64))
-    model = create_backbone(backbone, num_classes=num_classes, in_chans=x.shape[1],
-                            input_size=x.shape[-1])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * -(-len(x) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x))
-        for start in range(0, len(x), batch_size):
-            index = order[start:start + batch_size]
-            loss = F.cross_entropy(model(x[index]), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the initial weights depend on the seed only
+        model = create_backbone(backbone, num_classes=num_classes, in_chans=x.shape[1],
+                                input_size=x.shape[-1])
+    fit_classifier(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.05,
+                   seed=seed)
     with torch.no_grad():
         test = _as_input(test_images)
         predicted = torch.cat([model(test[i:i + 512]).argmax(1) for i in range(0, len(test), 512)])

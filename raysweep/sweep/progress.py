@@ -12,7 +12,7 @@ from typing import Callable
 import ray
 from ray.tune import Callback
 
-from raysweep.store.store import SyntheticStore
+from raysweep.store import SyntheticStore
 
 POLL_SECONDS = 15.0
 
@@ -33,7 +33,7 @@ def wait_for_pools(refs: list, requests: list, keys: list[str], store: Synthetic
             have, wanted = store.count(keys[i]), requests[i].count
             rate = (have - before[i]) / elapsed
             eta = f"ETA {(wanted - have) / rate:.0f}s" if rate > 0 else "ETA unknown yet"
-            log(f"pool {keys[i]} ({requests[i].generator}, seed {requests[i].seed}): "
+            log(f"pool {keys[i]} ({requests[i].pool.describe()}): "
                 f"{have}/{wanted} images, {rate:.1f} images/s, {eta}")
     return ray.get(refs, timeout=max(1.0, timeout - (time.perf_counter() - start)))
 

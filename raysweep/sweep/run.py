@@ -21,12 +21,13 @@ from raysweep.deploy.cluster import worker_env
 from raysweep.errors import UserError
 from raysweep.figures import sample_grid
 from raysweep.sweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_runs
-from raysweep.plan import Plan, TrialPlanner, describe_pool, reference_options, search_and_scheduler
-from raysweep.sweep.progress import TrialProgress, wait_for_pools
+from raysweep.plan import Plan, TrialPlanner, search_and_scheduler
 from raysweep.quality.judge import judge_pools
-from raysweep.quality.reference import sweep_reference
 from raysweep.redaction import redact_uri
-from raysweep.training.reference import ensure_reference_classifier
+from raysweep.sweep.progress import TrialProgress, wait_for_pools
+from raysweep.synthesis.identity import PoolId
+from raysweep.training.reference import (ReferenceClassifier, ensure_reference_classifier,
+                                         near_chance, reference_key)
 from raysweep.spec import spec_to_yaml
 from raysweep.deploy.storage import absolute, artifact_location
 from raysweep.synthesis.actors import CALL_TIMEOUT_S, CHUNK_TIMEOUT_S, start_synthesis
@@ -61,18 +62,18 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
     trials), and fill every pool the plan knows it needs (all seeds at once, chunks spread over
     the actors).
 
-    Returns {generator: service handle}, all actor handles, {(generator, seed): pool key} and
-    the costs to log on the parent run.
+    Returns {source: service handle}, all actor handles, {PoolId: content key} and the costs
+    to log on the parent run.
     """
     spec, synthesis = plan.spec, plan.spec.synthesis
     services, actors, costs = {}, [], {}
-    masking = prepare_masking(plan, store, costs)
+    masking = prepare_masking(plan, store)
     for name, options in plan.generators.items():
         start = time.perf_counter()
         source = plan.sources[name]
         services[name], handles, first = start_synthesis(
             source.generator, options, plan.splits.train, spec.generator.seed, store,
-            [p.pool_id for p in plan.pools if p.generator == name], actors=synthesis.actors,
+            [p.pool for p in plan.pools if p.pool.source == name], actors=synthesis.actors,
             cpus_per_actor=synthesis.cpus_per_actor, gpus_per_actor=synthesis.gpus_per_actor,
             chunk_size=synthesis.chunk_size, service_name=planner.services[name], log=log,
             masking=masking if source.inpaint else None)
@@ -84,21 +85,19 @@ def prepare_synthetic(plan: Plan, store: SyntheticStore, planner: TrialPlanner):
     keys = {name: ray.get(service.stats.remote())["keys"] for name, service in services.items()}
     # Each chunk has its own timeout inside the service; this bounds the whole fill as a backstop.
     chunks = sum(-(-p.count // synthesis.chunk_size) for p in plan.pools)
-    statuses = wait_for_pools([services[p.generator].ensure.remote(p.seed, p.count, p.mask_fraction,
-                                                                   p.mask_region)
+    statuses = wait_for_pools([services[p.pool.source].ensure.remote(p.pool, p.count)
                                for p in plan.pools], plan.pools,
-                              [keys[p.generator][p.pool_id] for p in plan.pools], store, log,
+                              [keys[p.pool.source][p.pool] for p in plan.pools], store, log,
                               timeout=CHUNK_TIMEOUT_S * (chunks + 1))
     for request, status in zip(plan.pools, statuses):
-        log(f"pool {status['key']} ({request.generator}, {describe_pool(request)}): "
-            f"{status['count']} "
-            f"images ({status['generated']} generated, {status['reused']} reused) "
+        log(f"pool {status['key']} ({request.pool.describe()}): {status['count']} images "
+            f"({status['generated']} generated, {status['reused']} reused) "
             f"in {status['seconds']:.0f}s")
     costs["generator_fit_seconds"] = sum(v for k, v in costs.items() if k.endswith("_fit_seconds"))
     costs["generator_reused"] = float(all(costs[f"{n}_reused"] for n in plan.generators))
     costs["synthetic_images_generated"] = float(sum(s["generated"] for s in statuses))
     costs["synthetic_generation_seconds"] = time.perf_counter() - start
-    pools = {(p.generator, p.pool_id): s["key"] for p, s in zip(plan.pools, statuses)}
+    pools = {p.pool: s["key"] for p, s in zip(plan.pools, statuses)}
     release_generators(services)
     return services, actors, pools, costs
 
@@ -111,22 +110,31 @@ def release_generators(services: dict) -> None:
     log(f"pools full: released {sum(released)} generator actor(s) and their resources")
 
 
-def prepare_masking(plan: Plan, store: SyntheticStore, costs: dict) -> Masking | None:
-    """Train (or load) the reference classifier once, here, before inpainting actors load it;
-    its accuracy goes on the parent run (a saliency map is only as good as its classifier)."""
-    if not any(source.inpaint for source in plan.sources.values()):
-        return None
-    saliency, splits = plan.spec.saliency, plan.splits
-    options = reference_options(plan.spec)
-    reference = ensure_reference_classifier(store, splits.train, options, saliency.seed,
-                                            val=splits.val, test=splits.test, log=log)
+def prepare_reference(plan: Plan, store: SyntheticStore) -> ReferenceClassifier:
+    """Train (or load) the sweep's one reference classifier, here, before inpainting actors,
+    judging or filtering trials load it. A saliency map is only as good as its classifier, so
+    one near chance is said in one line, naming the option that trains it longer."""
+    splits, options = plan.splits, plan.reference
+    reference = ensure_reference_classifier(store, splits.train, options, val=splits.val,
+                                            test=splits.test, log=log)
     log(f"reference classifier {reference.key}: val accuracy {reference.val_accuracy:.3f}, "
         f"test accuracy {reference.test_accuracy:.3f}")
-    costs.update({"saliency_val_accuracy": reference.val_accuracy,
-                  "saliency_test_accuracy": reference.test_accuracy,
-                  "saliency_fit_seconds": reference.fit_seconds})
-    return Masking(options, saliency.seed, reference.key, saliency.method, saliency.target_layer,
-                   saliency.smoothing)
+    if near_chance(reference.val_accuracy, splits.train.num_classes):
+        log(f"warning: the reference classifier's val accuracy {reference.val_accuracy:.3f} is "
+            f"near chance ({1 / splits.train.num_classes:.2f} for {splits.train.num_classes} "
+            f"classes): its saliency masks are close to noise and its quality features and "
+            f"filter confidences say little; raise saliency.epochs (now {options.epochs})")
+    return reference
+
+
+def prepare_masking(plan: Plan, store: SyntheticStore) -> Masking | None:
+    """What inpainting actors make masks with: the reference classifier (already stored by
+    `prepare_reference`) and the spec's CAM settings."""
+    if not any(source.inpaint for source in plan.sources.values()):
+        return None
+    saliency = plan.spec.saliency
+    return Masking(plan.reference, reference_key(plan.splits.train, plan.reference),
+                   saliency.method, saliency.target_layer, saliency.smoothing)
 
 
 @dataclass(frozen=True)
@@ -192,12 +200,17 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             store = SyntheticStore(spec.store.path)
             planner = plan.trial_planner(sweep_id, str(store.root))
             services, actors, pools = {}, [], {}
+            reference = None
+            if plan.reference is not None:
+                reference = prepare_reference(plan, store)
+                _log_reference(client, parent_run_id, reference, plan)
             if plan.pools:
                 services, actors, pools, costs = prepare_synthetic(plan, store, planner)
                 for key, value in costs.items():
                     client.log_metric(parent_run_id, key, value)
                 _log_pool_grids(client, parent_run_id, store, pools, plan)
-            _judge_pools(client, parent_run_id, store, pools, plan)
+            if pools and spec.synthesis.quality_epochs > 0:
+                _judge_pools(client, parent_run_id, store, pools, plan, reference)
             varying = [name for name, axis in spec.axes().items() if axis.kind != "fixed"]
             callback = MLflowTrialCallback(tracking_uri, experiment_id, parent_run_id, sweep_id,
                                            plan.fixed_params, planner, varying=varying)
@@ -286,44 +299,47 @@ def _checkpoints_kept(spec) -> int | None:
     return None if spec.tune.checkpoint_interval_s == 0 else 3
 
 
-def _judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore, pools: dict,
-                 plan: Plan) -> None:
-    """One reference classifier judges the pools and filters them: train it once, here,
-    before trials load it (only when a filter threshold or pool quality asks for it)."""
-    spec = plan.spec
-    filtering = max(float(v) for v in spec.axes()["filter_threshold"].candidates()) > 0
-    judging = bool(pools) and spec.synthesis.quality_epochs > 0
-    if not (filtering or judging):
-        return
-    features = None
-    inception = spec.synthesis.inception_weights
-    if judging and inception:
+def _log_reference(client: MlflowClient, run_id: str, reference: ReferenceClassifier,
+                   plan: Plan) -> None:
+    """The reference classifier's accuracy, under the names of what uses it: masks
+    (`saliency_*`), filtering and judging (`reference_test_accuracy`)."""
+    if any(source.inpaint for source in plan.sources.values()):
+        client.log_metric(run_id, "saliency_val_accuracy", reference.val_accuracy)
+        client.log_metric(run_id, "saliency_test_accuracy", reference.test_accuracy)
+        client.log_metric(run_id, "saliency_fit_seconds", reference.fit_seconds)
+    filtering = max(float(v) for v in plan.spec.axes()["filter_threshold"].candidates()) > 0
+    if filtering or (plan.pools and plan.spec.synthesis.quality_epochs > 0):
+        client.log_metric(run_id, "reference_test_accuracy", reference.test_accuracy)
+
+
+def _judge_pools(client: MlflowClient, run_id: str, store: SyntheticStore,
+                 pools: dict[PoolId, str], plan: Plan, reference: ReferenceClassifier) -> None:
+    """Judge every pool on the reference classifier's features, or Inception's when the user
+    gave its weights."""
+    inception = plan.spec.synthesis.inception_weights
+    features = reference.features
+    if inception:
         from raysweep.quality.inception import inception_features
 
         features = inception_features(inception)
-    if filtering or features is None:
-        reference = sweep_reference(store, plan.splits, log=log)
-        client.log_metric(run_id, "reference_test_accuracy", reference.test_accuracy)
-        features = features or reference.features
-    if judging:
-        client.log_param(run_id, "quality_features",
-                         "inception-v3" if inception else "reference-classifier")
-        judge_pools(client, run_id, store, pools, plan.splits, features,
-                    spec.synthesis.quality_epochs, log=log)
+    client.log_param(run_id, "quality_features",
+                     "inception-v3" if inception else "reference-classifier")
+    judge_pools(client, run_id, store, pools, plan.splits, features,
+                plan.spec.synthesis.quality_epochs, log=log)
 
 
 def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,
-                    pools: dict[tuple[str, int], str], plan: Plan) -> None:
+                    pools: dict[PoolId, str], plan: Plan) -> None:
+    """A grid of each pool's first images, one row per class, on the parent run
+    (`synthetic_samples_<pool>.png`; with one source, the source's name is left out)."""
     class_names = list(plan.splits.train.class_names)
     single = len(plan.generators) == 1
     with tempfile.TemporaryDirectory() as directory:
-        for (generator, pool_id), key in pools.items():
+        for pool, key in pools.items():
             images = store.read(key, min(store.count(key), 8 * len(class_names)))
-            seed = pool_id if isinstance(pool_id, int) else \
-                "{}_{}{:g}".format(pool_id[0], pool_id[2], pool_id[1])
-            name = f"synthetic_samples_seed{seed}.png" if single else \
-                f"synthetic_samples_{generator}_seed{seed}.png"
-            path = sample_grid(images.images, images.labels, class_names, Path(directory) / name,
-                               title=f"{generator} pool {key} (seed {seed})")
+            name = pool.slug.removeprefix(f"{pool.source}_") if single else pool.slug
+            path = sample_grid(images.images, images.labels, class_names,
+                               Path(directory) / f"synthetic_samples_{name}.png",
+                               title=f"pool {key} ({pool.describe()})")
             client.log_artifact(run_id, str(path))
 

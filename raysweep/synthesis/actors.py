@@ -22,9 +22,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysweep.data import ImageDataset
 from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, explain_out_of_memory
-from raysweep.synthesis.service import ensure_generator, pool_key, pool_meta, pool_order
+from raysweep.store import PoolImages, SyntheticStore
+from raysweep.synthesis.identity import Mask, PoolId
 from raysweep.synthesis.inpaint import inpaint_order, inpaint_pool_fields, inpaint_pool_key
-from raysweep.store.store import PoolImages, SyntheticStore
+from raysweep.synthesis.service import ensure_generator, pool_key, pool_meta, pool_order
 
 # An actor killed (OOM, node lost) is restarted and its request retried this many times.
 ACTOR_RESTARTS = 3
@@ -114,14 +115,13 @@ class GeneratorActor:
         return images
 
     @ray.method(max_task_retries=ACTOR_RESTARTS, retry_exceptions=[GPUMemoryCapExceeded])
-    def repaint(self, sources: np.ndarray, seeds: np.ndarray, fraction: float,
-                region: str) -> PoolImages:
+    def repaint(self, sources: np.ndarray, seeds: np.ndarray, mask: Mask) -> PoolImages:
         """Pool images (with provenance) repainting these training images' masks."""
         start = time.perf_counter()
         with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})",
                                    "lower the generator's batch_size or raise "
                                    "synthesis.gpus_per_actor"):
-            images = self.repainter.repaint(sources, seeds, fraction, region)
+            images = self.repainter.repaint(sources, seeds, mask)
         self.generate_seconds += time.perf_counter() - start
         self.images_generated += len(seeds)
         return images
@@ -129,7 +129,7 @@ class GeneratorActor:
 
 @ray.remote(num_cpus=0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
 class SynthesisService:
-    """The one place that extends pools: "the first n images of the pool for seed s".
+    """The one place that extends pools: "the first n images of pool p" (a `PoolId`).
 
     It answers from the store, extends a pool that is too short (never regenerates it), makes
     concurrent requests for one pool share one generation (a lock per pool), and splits the
@@ -139,35 +139,33 @@ class SynthesisService:
     writes run in a thread, never on the actor's event loop.
     """
 
-    def __init__(self, store_root: str, generator: str, actors: list, pools: dict,
-                 num_classes: int, chunk_size: int, chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+    def __init__(self, store_root: str, source: str, actors: list,
+                 pools: dict[PoolId, tuple[str, dict]], num_classes: int, chunk_size: int,
+                 chunk_timeout_s: float = CHUNK_TIMEOUT_S,
                  train_labels: np.ndarray | None = None, ledger=None):
         self.store = SyntheticStore(store_root)
         self.ledger = ledger
-        self.generator = generator
+        self.source = source
         self.actors = actors
-        # Pool ids: a seed, or (seed, mask_fraction, mask_region) for inpainted pools, whose
-        # images repaint training images (`train_labels` orders them).
-        self.pools = {_pool_id(pool): value for pool, value in pools.items()}
+        # PoolId -> (content key, meta). Inpainted pools repaint training images, which
+        # `train_labels` orders.
+        self.pools = dict(pools)
         self.train_labels = train_labels
         self.num_classes = num_classes
         self.chunk_size = chunk_size
         self.chunk_timeout_s = chunk_timeout_s
-        self.locks = {seed: asyncio.Lock() for seed in self.pools}
-        self.generated = {seed: 0 for seed in self.pools}
+        self.locks = {pool: asyncio.Lock() for pool in self.pools}
+        self.generated = {pool: 0 for pool in self.pools}
         self.log: list[str] = []
 
-    async def ensure(self, seed: int, count: int, mask_fraction: float | None = None,
-                     mask_region: str | None = None) -> dict:
-        """Make pool `seed` (inpainted: with this mask) hold >= count good images; say how
-        many this call generated.
+    async def ensure(self, pool: PoolId, count: int) -> dict:
+        """Make `pool` hold >= count good images; say how many this call generated.
 
         Reads (and checks) only the shards holding the first `count` images.
 
         Raises:
             SynthesisFailed: the actors died too often, were released, or timed out.
         """
-        pool = _pool_id(seed if mask_fraction is None else (seed, mask_fraction, mask_region))
         key, meta = self.pools[pool]
         async with self.locks[pool]:
             start_time = time.perf_counter()
@@ -177,37 +175,35 @@ class SynthesisService:
                 if not self.actors:
                     raise SynthesisFailed(
                         f"pool {key}: {count - have} more images are needed, but the "
-                        f"{self.generator} actors were released once the planned pools were full")
+                        f"{self.source} actors were released once the planned pools were full")
                 generated += await self._extend(key, pool, have, count)
                 have = await asyncio.to_thread(self.store.count, key)
             self.generated[pool] += generated
             return {"key": key, "count": max(count, have), "generated": generated,
                     "reused": reused, "seconds": time.perf_counter() - start_time}
 
-    async def _extend(self, key: str, pool: int | tuple, have: int, count: int) -> int:
+    async def _extend(self, key: str, pool: PoolId, have: int, count: int) -> int:
         """Generate one wave of chunks from `have` on and append them in order; images added."""
         starts = list(range(have, count, self.chunk_size))[:2 * len(self.actors)]  # bounded memory
         chunks = [(s, min(s + self.chunk_size, count)) for s in starts]
-        if isinstance(pool, tuple):
-            seed, fraction, region = pool
-            orders = [inpaint_order(self.train_labels, seed, a, b) for a, b in chunks]
-            refs = [self.actors[i % len(self.actors)].repaint.remote(sources, seeds, fraction,
-                                                                      region)
+        if pool.mask is not None:
+            orders = [inpaint_order(self.train_labels, pool.seed, a, b) for a, b in chunks]
+            refs = [self.actors[i % len(self.actors)].repaint.remote(sources, seeds, pool.mask)
                     for i, (sources, _labels, seeds) in enumerate(orders)]
         else:
-            orders = [pool_order(self.num_classes, pool, a, b) for a, b in chunks]
+            orders = [pool_order(self.num_classes, pool.seed, a, b) for a, b in chunks]
             refs = [self.actors[i % len(self.actors)].generate.remote(*order)
                     for i, order in enumerate(orders)]
         try:
             results = await asyncio.wait_for(asyncio.gather(*refs), self.chunk_timeout_s)
         except asyncio.TimeoutError:
             raise SynthesisFailed(
-                f"pool {key}: {self.generator} actors made no chunk of {self.chunk_size} images "
+                f"pool {key}: {self.source} actors made no chunk of {self.chunk_size} images "
                 f"within {self.chunk_timeout_s:g}s; lower synthesis.chunk_size or check the "
                 f"actors' logs") from None
         except RayError as error:
             raise SynthesisFailed(
-                f"pool {key}: a {self.generator} actor failed {ACTOR_RESTARTS + 1} times while "
+                f"pool {key}: a {self.source} actor failed {ACTOR_RESTARTS + 1} times while "
                 f"generating ({_first_line(error)}); if it ran out of memory, lower "
                 f"synthesis.chunk_size or give actors more memory") from None
         added = 0
@@ -245,29 +241,23 @@ class SynthesisService:
         except RayError:  # bookkeeping only: a lost ledger must not fail a finished sweep
             loads = None
         return {"generated": dict(self.generated), "log": list(self.log),
-                "keys": {seed: key for seed, (key, _) in self.pools.items()},
+                "keys": {pool: key for pool, (key, _) in self.pools.items()},
                 "model_loads": loads}
 
 
-def _pool_id(pool) -> int | tuple:
-    """A hashable, normalised pool id: a seed, or (seed, fraction, region)."""
-    if isinstance(pool, (tuple, list)):
-        return int(pool[0]), float(pool[1]), str(pool[2])
-    return int(pool)
-
-
 def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int,
-                    store: SyntheticStore, seeds: list, *, actors: int, cpus_per_actor: float,
+                    store: SyntheticStore, pools: list[PoolId], *, actors: int,
+                    cpus_per_actor: float,
                     gpus_per_actor: float, chunk_size: int, service_name: str,
                     log=print, load_timeout_s: float = LOAD_TIMEOUT_S,
                     chunk_timeout_s: float = CHUNK_TIMEOUT_S,
                     masking=None) -> tuple[object, list, dict]:
     """Start the generator actors (the first trains or loads, the rest load) and the service.
 
-    Every actor must report the same stored weights; the pools are keyed by them. `seeds` are
-    pool ids: seeds, or (seed, mask_fraction, mask_region) when `masking` (a `Masking`) makes
-    this an inpainting source. Returns the service handle, the actor handles and the first
-    actor's info.
+    `name` is the generator's registry name; `pools` are the source's pools (with a mask when
+    `masking`, a `Masking`, makes this an inpainting source). Every actor must report the same
+    stored weights; the pools' content keys hash them. Returns the service handle, the actor
+    handles and the first actor's info.
 
     Raises:
         SynthesisFailed: an actor did not start (it died on every attempt, or waited longer
@@ -297,18 +287,19 @@ def start_synthesis(name: str, options: dict, train: ImageDataset, fit_seed: int
                               f"run `raysweep cache verify`")
     log(f"generator {name}: {actors} actor(s) loaded, {cpus_per_actor:g} CPU and "
         f"{gpus_per_actor:g} GPU each")
-    pools = {}
-    for seed in seeds:
-        if masking is not None:
+    keyed = {}
+    for pool in pools:
+        if pool.mask is not None:
             fields = inpaint_pool_fields(name, first["generator_key"], first["weights_sha256"],
                                          first["inpaint_config"], masking, train.fingerprint(),
-                                         *seed)
-            pools[seed] = (inpaint_pool_key(fields), fields)
+                                         pool.seed, pool.mask)
+            keyed[pool] = (inpaint_pool_key(fields), fields)
             continue
-        fields = (name, first["generator_key"], first["weights_sha256"], train.num_classes, seed)
-        pools[seed] = (pool_key(*fields), pool_meta(*fields))
+        fields = (name, first["generator_key"], first["weights_sha256"], train.num_classes,
+                  pool.seed)
+        keyed[pool] = (pool_key(*fields), pool_meta(*fields))
     service = SynthesisService.options(name=service_name).remote(
-        str(store.root), name, handles, pools, train.num_classes, chunk_size, chunk_timeout_s,
+        str(store.root), name, handles, keyed, train.num_classes, chunk_size, chunk_timeout_s,
         train.labels if masking is not None else None, ledger)
     return service, handles, first
 

@@ -19,16 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from raysweep.data import ImageDataset
+from raysweep.store import PoolImages, SyntheticStore, content_key
+from raysweep.synthesis.identity import Mask
 from raysweep.synthesis.service import IMAGE_SEEDS, image_seeds
-from raysweep.store.store import PoolImages, SyntheticStore, content_key
+from raysweep.training.reference import ReferenceOptions, ensure_reference_classifier
 
 
 @dataclass(frozen=True)
 class Masking:
     """How masks are made: the reference classifier and the CAM settings (spec `saliency:`)."""
 
-    reference_options: dict
-    reference_seed: int
+    reference: ReferenceOptions
     reference_key: str
     method: str
     target_layer: str | None
@@ -59,12 +60,12 @@ def inpaint_order(labels: np.ndarray, seed: int, start: int, stop: int
 
 def inpaint_pool_fields(generator: str, generator_key: str, weights_sha256: str,
                         inpaint_config: dict, masking: Masking, train_fingerprint: str,
-                        seed: int, fraction: float, region: str) -> dict:
+                        seed: int, mask: Mask) -> dict:
     """Everything an inpainted pool's images depend on (its key hashes this; `cache ls` shows it)."""
     return {"kind": "inpaint", "generator": generator, "generator_key": generator_key,
             "weights": weights_sha256, "inpaint_config": inpaint_config, **masking.fields(),
             "train_fingerprint": train_fingerprint, "seed": int(seed),
-            "mask_fraction": float(fraction), "mask_region": region,
+            "mask_fraction": mask.fraction, "mask_region": mask.region,
             "order": "source = classes interleaved; variant = i // n_train",
             "image_seeds": IMAGE_SEEDS}
 
@@ -77,13 +78,11 @@ class Repainter:
     """Saliency maps of the whole training split (computed once), masks and repainting."""
 
     def __init__(self, generator, train: ImageDataset, masking: Masking, store: SyntheticStore):
-        from raysweep.training.reference import ensure_reference_classifier
-
         self.generator = generator
         self.train = train
         self.masking = masking
-        self.reference = ensure_reference_classifier(store, train, masking.reference_options,
-                                                     masking.reference_seed, log=lambda _m: None)
+        self.reference = ensure_reference_classifier(store, train, masking.reference,
+                                                     log=lambda _m: None)
         self._maps: np.ndarray | None = None
 
     def maps(self) -> np.ndarray:
@@ -94,12 +93,12 @@ class Repainter:
                                        self.masking.method, self.masking.target_layer)
         return self._maps
 
-    def repaint(self, sources: np.ndarray, seeds: np.ndarray, fraction: float,
-                region: str) -> PoolImages:
+    def repaint(self, sources: np.ndarray, seeds: np.ndarray, mask: Mask) -> PoolImages:
         from raysweep.saliency import mask_from_cam
 
         maps = self.maps()[sources]
-        masks = np.stack([mask_from_cam(cam, fraction, region, np.random.default_rng(int(s)),
+        masks = np.stack([mask_from_cam(cam, mask.fraction, mask.region,
+                                        np.random.default_rng(int(s)),
                                         smooth=self.masking.smoothing)
                           for cam, s in zip(maps, seeds)])
         labels = self.train.labels[sources]

@@ -68,7 +68,3 @@ def trial_source(augmentation: str, default: str) -> SynthesisSource:
     generator = kind or default
     return SynthesisSource(generator, generator in INPAINT_ONLY)
 
-
-def trial_generator(augmentation: str, default: str) -> str:
-    """The name of the source (see `SynthesisSource.name`) a trial draws from."""
-    return trial_source(augmentation, default).name

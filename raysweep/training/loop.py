@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from raysweep.augment import TestTimeAugmentation, create_augmentation
 from raysweep.backbones import create_backbone
 from raysweep.data import DataSplits
-from raysweep.training.evaluation import classification_metrics, predict_probabilities
+from raysweep.spec import TrainingSpec, TTASpec
 from raysweep.training.device import autocast_dtype, fits_on_device
+from raysweep.training.evaluation import classification_metrics, predict_probabilities
+from raysweep.training.optim import one_cycle_adamw
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmentation: str,
-                     seed: int, metric: str, mode: str, device: torch.device, report: Report,
-                     resume: dict | None = None) -> None:
+def train_classifier(data: TrialData, settings: TrainingSpec, *, backbone: str,
+                     augmentation: str, seed: int, metric: str, mode: str,
+                     device: torch.device, report: Report, resume: dict | None = None) -> None:
     """Train and evaluate one classifier, reporting every epoch.
 
     Args:
         data: the training set and the real splits.
-        settings: the spec's `training` block as a dict (epochs, batch_size, lr, tta, ...).
+        settings: the spec's validated `training:` block (epochs, batch_size, lr, tta, ...).
         backbone: a timm model name.
         augmentation: the online augmentation (kornia names joined with `+`, or `none`).
         seed: seeds model init, batch order and augmentation draws.
@@ -95,10 +97,10 @@ def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmenta
     """
     # 1. Settle the process: threads and seeds (nothing before this draws from torch's RNG,
     #    so the model's init is the same whoever calls the loop).
-    torch.set_num_threads(settings["threads"])
+    torch.set_num_threads(settings.threads)
     seed_everything(seed)
     splits, cuda = data.splits, device.type == "cuda"
-    num_classes, size = splits.train.num_classes, settings["input_size"]
+    num_classes, size = splits.train.num_classes, settings.input_size
 
     # 2. Tensors: on the device when they fit, else pinned on the host and copied per batch.
     x_train, y_train = to_tensor(data.images, size), torch.from_numpy(data.labels)
@@ -112,25 +114,23 @@ def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmenta
 
     # 3. Model, augmentation, optimiser, schedule (timm and kornia factories).
     model = create_backbone(backbone, num_classes=num_classes, in_chans=splits.train.channels,
-                            input_size=size, pretrained=settings["pretrained"])
+                            input_size=size, pretrained=settings.pretrained)
     # Channels-last lets cuDNN pick its tensor-core kernels for conv nets (a ViT only has its
     # patch embedding to convert); on the CPU it would change kernels and so the numbers.
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     flips = not splits.train.flips_change_label
     augment = create_augmentation(augmentation, num_classes=num_classes, flips=flips,
-                                  params=settings["augmentation_params"]).to(device)
+                                  params=settings.augmentation_params).to(device)
     # Warm-up epochs (seed 000) train on the real rows only; the schedule counts every step.
     real_rows = torch.from_numpy(np.flatnonzero(~data.is_synthetic))
     all_rows = torch.arange(len(y_train))
-    warmup, batch_size = settings["warmup_epochs"], settings["batch_size"]
+    warmup, batch_size = settings.warmup_epochs, settings.batch_size
     real_steps, all_steps = (math.ceil(len(rows) / batch_size) for rows in (real_rows, all_rows))
-    total_steps = warmup * real_steps + (settings["epochs"] - warmup) * all_steps
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"],
-                                  weight_decay=settings["weight_decay"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings["lr"],
-                                                   total_steps=total_steps, pct_start=0.15,
-                                                   anneal_strategy="cos")
+    total_steps = warmup * real_steps + (settings.epochs - warmup) * all_steps
+    optimizer, schedule = one_cycle_adamw(model.parameters(), lr=settings.lr,
+                                          weight_decay=settings.weight_decay,
+                                          total_steps=total_steps)
     amp_dtype = autocast_dtype(device)
     # fp16 needs loss scaling (bf16 does not); its step() syncs with the host, bf16 never does.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
@@ -158,7 +158,7 @@ def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmenta
             torch.cuda.set_rng_state(resume["cuda_rng"], device)
 
     # 5. Epochs: train, validate, report; stop early when validation stalls.
-    for epoch in range(first_epoch, settings["epochs"]):
+    for epoch in range(first_epoch, settings.epochs):
         start = time.perf_counter()
         model.train()
         augment.train()
@@ -195,9 +195,9 @@ def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmenta
                    "synthetic_images_used": int(is_synthetic.sum())}
         score = metrics[metric] * (1 if mode == "max" else -1)
         best, since_best = (score, 0) if score > best else (best, since_best + 1)
-        patience = settings["early_stopping_patience"]
+        patience = settings.early_stopping_patience
         stopped_early = patience is not None and since_best >= patience
-        last = stopped_early or epoch + 1 == settings["epochs"]
+        last = stopped_early or epoch + 1 == settings.epochs
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
                  "epoch": epoch + 1, "train_seconds": train_seconds, "best": best,
@@ -206,7 +206,7 @@ def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmenta
         final = None
         if last:
             metrics["stopped_early"] = float(stopped_early)
-            final = _test_evaluation(classify, x_test, flips, settings["tta"])
+            final = _test_evaluation(classify, x_test, flips, settings.tta)
             metrics.update(classification_metrics(splits.test.labels, final.test_probabilities,
                                                   "test"))
             metrics.update(classification_metrics(splits.test.labels,
@@ -216,8 +216,9 @@ def train_classifier(data: TrialData, settings: dict, *, backbone: str, augmenta
             break
 
 
-def _test_evaluation(classify, x_test: torch.Tensor, flips: bool, tta: dict) -> FinalEvaluation:
+def _test_evaluation(classify, x_test: torch.Tensor, flips: bool,
+                     tta: TTASpec) -> FinalEvaluation:
     """Test probabilities, plain and with test-time augmentation (seed 000)."""
     plain = predict_probabilities(classify, x_test)
-    views = TestTimeAugmentation(transforms=tta["transforms"], reduce=tta["reduce"], flips=flips)
+    views = TestTimeAugmentation(transforms=tta.transforms, reduce=tta.reduce, flips=flips)
     return FinalEvaluation(plain, predict_probabilities(classify, x_test, tta=views))

@@ -1,17 +1,19 @@
 """The reference classifier: a timm model trained on the real training split, cached by content.
 
-Two parts of raysweep need a classifier that is not the one a trial trains: saliency (Grad-CAM
-picks the pixels to repaint from its gradients, seed 000) and the quality of synthetic images
-(its logits and penultimate features judge them). It is trained once per (options, training
-data, seed), stored under `classifiers/<key>/` in the `SyntheticStore` like a generator, and
-loaded from there by every actor that needs it.
+Three parts of raysweep need a classifier that is not the one a trial trains: saliency
+(Grad-CAM picks the pixels to repaint from its gradients, seed 000), the quality of synthetic
+images (its penultimate features judge them) and filtering (its confidence in an image's own
+label). A sweep has one, named by the spec's `saliency:` block: it is trained once per
+(options, training data), the seed being one of its options, stored under `classifiers/<key>/`
+in the `SyntheticStore` like a generator, and loaded from there by every actor and trial that
+needs it.
 
 The default is small enough for a laptop CPU: `resnet10t` with `output_stride=8`, so that at
 32x32 input its last feature map is 4x4 instead of 1x1 (Grad-CAM needs a spatial map), trained
 for 10 epochs. Seed 000 trained its saliency model for 20.
 
-    reference = ensure_reference_classifier(store, splits.train, {"epochs": 5}, seed=0,
-                                            val=splits.val)
+    options = ReferenceOptions(epochs=5, seed=0)      # the spec's `saliency:` block
+    reference = ensure_reference_classifier(store, splits.train, options, val=splits.val)
     reference.key, reference.val_accuracy
     reference.logits(images_uint8), reference.features(images_uint8)
 """
@@ -29,7 +31,8 @@ import torch.nn.functional as F
 
 from raysweep.backbones import create_backbone
 from raysweep.data import ImageDataset
-from raysweep.store.store import SyntheticStore, content_key
+from raysweep.store import SyntheticStore, content_key
+from raysweep.training.optim import fit_classifier
 
 _WEIGHTS = "model.pt"
 
@@ -49,6 +52,7 @@ class ReferenceOptions:
         weight_decay: AdamW weight decay.
         shift: random translation of training images by up to this many pixels (cheap
             augmentation that keeps the classifier from memorising 50 images per class).
+        seed: initial weights and every random draw of training.
     """
 
     backbone: str = "resnet10t"
@@ -59,6 +63,7 @@ class ReferenceOptions:
     lr: float = 3e-3
     weight_decay: float = 0.05
     shift: int = 2
+    seed: int = 0
 
     @classmethod
     def from_dict(cls, options: dict | None) -> "ReferenceOptions":
@@ -110,24 +115,32 @@ class ReferenceClassifier:
         return float((predicted == data.labels).mean())
 
 
-def reference_key(train: ImageDataset, options: ReferenceOptions, seed: int) -> str:
-    """The content key of the classifier these options train on this data with this seed."""
+def reference_key(train: ImageDataset, options: ReferenceOptions) -> str:
+    """The content key of the classifier these options (seed included) train on this data."""
     return content_key({"kind": "reference-classifier", "options": asdict(options),
-                        "seed": int(seed), "train_fingerprint": train.fingerprint()})
+                        "train_fingerprint": train.fingerprint()})
+
+
+def near_chance(accuracy: float, num_classes: int) -> bool:
+    """True when `accuracy` is closer to guessing than to a classifier worth asking: below a
+    quarter of the way from chance (1 / num_classes) to perfect. Its saliency maps are then
+    close to noise and its features judge little."""
+    chance = 1.0 / max(1, num_classes)
+    return accuracy < chance + 0.25 * (1.0 - chance)
 
 
 def ensure_reference_classifier(store: SyntheticStore, train: ImageDataset,
-                                options: dict | ReferenceOptions | None, seed: int, *,
+                                options: dict | ReferenceOptions | None = None, *,
                                 val: ImageDataset | None = None, test: ImageDataset | None = None,
                                 log: Callable[[str], None] = print) -> ReferenceClassifier:
-    """Load the classifier trained on exactly this data, options and seed, or train and store it.
+    """Load the classifier trained on exactly this data and options, or train and store it.
 
     Accuracies are measured on `val` and `test` when given (a forward pass, cheap).
     """
     if not isinstance(options, ReferenceOptions):
         options = ReferenceOptions.from_dict(options)
-    key = reference_key(train, options, seed)
-    model = _build(options, train, seed)
+    key = reference_key(train, options)
+    model = _build(options, train)
     if store.has_classifier(key):
         directory = store.classifier_dir(key)
         model.load_state_dict(torch.load(directory / _WEIGHTS, weights_only=True))
@@ -138,9 +151,9 @@ def ensure_reference_classifier(store: SyntheticStore, train: ImageDataset,
         log(f"reference classifier {options.backbone}: training {options.epochs} epochs on "
             f"{len(train)} images of the training split")
         start = time.perf_counter()
-        _fit(model, train, options, seed)
+        _fit(model, train, options)
         fit_seconds, reused = time.perf_counter() - start, False
-        meta = {"kind": "reference-classifier", "options": asdict(options), "seed": int(seed),
+        meta = {"kind": "reference-classifier", "options": asdict(options),
                 "dataset": train.name, "train_images": len(train), "fit_seconds": fit_seconds}
         store.save_classifier(key, meta,
                               lambda d: torch.save(model.state_dict(), f"{d}/{_WEIGHTS}"))
@@ -168,9 +181,9 @@ def build_reference_model(options: ReferenceOptions, in_chans: int,
     return create_backbone(options.backbone, input_size=options.input_size, **kwargs)
 
 
-def _build(options: ReferenceOptions, train: ImageDataset, seed: int) -> torch.nn.Module:
+def _build(options: ReferenceOptions, train: ImageDataset) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))  # the initial weights depend on the seed only
+        torch.manual_seed(options.seed)  # the initial weights depend on the seed only
         return build_reference_model(options, train.channels, train.num_classes)
 
 
@@ -181,30 +194,13 @@ def _to_input(images: np.ndarray, size: int) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
 
-def _fit(model: torch.nn.Module, train: ImageDataset, options: ReferenceOptions,
-         seed: int) -> None:
-    """AdamW with a one-cycle cosine schedule; every random draw from one seeded generator."""
-    gen = torch.Generator().manual_seed(int(seed))
-    x = _to_input(train.images, options.input_size)
-    y = torch.from_numpy(train.labels)
-    steps_per_epoch = max(1, -(-len(y) // options.batch_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
-                                  weight_decay=options.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr,
-                                                   total_steps=options.epochs * steps_per_epoch,
-                                                   pct_start=0.15, anneal_strategy="cos")
-    model.train()
-    for _ in range(options.epochs):
-        order = torch.randperm(len(y), generator=gen)
-        for step in range(steps_per_epoch):
-            index = order[step * options.batch_size:(step + 1) * options.batch_size]
-            batch = _shift(x[index], options.shift, gen)
-            loss = F.cross_entropy(model(batch), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
+def _fit(model: torch.nn.Module, train: ImageDataset, options: ReferenceOptions) -> None:
+    """The shared AdamW + one-cycle recipe, with random shifts as the only augmentation."""
+    fit_classifier(model, _to_input(train.images, options.input_size),
+                   torch.from_numpy(train.labels), epochs=options.epochs,
+                   batch_size=options.batch_size, lr=options.lr,
+                   weight_decay=options.weight_decay, seed=options.seed,
+                   transform=lambda batch, gen: _shift(batch, options.shift, gen))
 
 
 def _shift(batch: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
