@@ -113,8 +113,8 @@ def test_the_loop_trains_on_cuda_with_mixed_precision():
     assert all(t.device.type == "cuda" and t.dtype == torch.float32
                for t in state["model"].values() if t.is_floating_point())
     assert state["cuda_rng"] is not None
-    assert all(np.isfinite(m["train_loss"]) for m, _ in reports)
-    assert 0.0 <= reports[-1][0]["test_tta_accuracy"] <= 1.0
+    losses = [m["train_loss"] for m, _ in reports]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # it learns under autocast
     resumed = tiny_run(epochs=3, device="cuda", resume=reports[0][1])
     assert [m["epoch"] for m, _ in resumed] == [2, 3]
 
