@@ -23,7 +23,7 @@ import torch
 from raysweep.data import create_dataset, split_dataset
 from raysweep.training.reference import ensure_reference_classifier
 from raysweep.saliency import list_cam_methods, mask_from_cam, saliency_maps
-from raysweep.synthesis.service import ensure_generator
+from raysweep.synthesis.fitting import ensure_generator
 from raysweep.store.store import SyntheticStore
 
 

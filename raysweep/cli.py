@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raysweep: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:
-        from raysweep.synthesis.actors import SynthesisFailed
+        from raysweep.synthesis.service import SynthesisFailed
         from raysweep.store.backends import UnsafePath
         from raysweep.store.store import CorruptGenerator, CorruptPool
 

@@ -114,6 +114,9 @@ class SynthesisSpec(_Strict):
     cpus_per_actor: float = Field(default=0, ge=0)
     gpus_per_actor: float = Field(default=0, ge=0, le=1)
     chunk_size: int = Field(default=250, ge=1)
+    # on_demand: trials start when their own images exist and pools grow as far as trials
+    # read; staged: every planned pool is filled first, then trials start (to compare).
+    schedule: Literal["on_demand", "staged"] = "on_demand"
     # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
     # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
     quality_epochs: int = Field(default=0, ge=0)
@@ -139,7 +142,8 @@ class TrainingSpec(_Strict):
     warmup_epochs: int = Field(default=0, ge=0)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     tta: TTASpec = Field(default_factory=TTASpec)
-    threads: int = Field(default=1, ge=1)
+    # torch threads per trial; null: the CPUs the trial holds (tune.cpus_per_trial, at least 1)
+    threads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainingSpec":

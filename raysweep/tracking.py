@@ -26,7 +26,8 @@ TRIAL_TAG = "raysweep.trial_id"
 SWEEP_TAG = "raysweep.sweep"
 REPORTED_METRICS = ("epoch", "train_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
                     "train_seconds", "train_images", "real_images_used", "synthetic_images_used",
-                    "synthetic_images_generated_for_trial", "synthetic_images_reused", "synthetic_images_rejected", "val_macro_auc",
+                    "synthetic_images_generated_for_trial", "synthetic_images_reused",
+                    "synthetic_images_rejected", "synthetic_wait_seconds", "val_macro_auc",
                     "stopped_early")
 
 

@@ -26,7 +26,7 @@ from raysweep.figures import inpaint_gallery
 from raysweep.plan.trials import TrialPlanner
 from raysweep.quality.filtering import keep_confident
 from raysweep.store import SyntheticStore
-from raysweep.synthesis.actors import CHUNK_TIMEOUT_S
+from raysweep.synthesis.service import ENSURE_TIMEOUT_S
 from raysweep.training.reference import ensure_reference_classifier
 from raysweep.training.device import resolve_device
 from raysweep.training.loop import FinalEvaluation, TrialData, train_classifier
@@ -42,13 +42,15 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     train = splits.train
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
-    synthesis = {"generated": 0, "reused": 0}
+    synthesis = {"generated": 0, "reused": 0, "waited": 0.0}
     pool = None
     if plan.n_synthetic:
-        # The service extends the pool if it is short (one generation even if trials race).
+        # The sweep's gate started this trial once its prefix was stored, so this returns at
+        # once; a retried or resumed trial may find the pool short, and the service extends it
+        # (one generation even if trials race). Each chunk has its own timeout in the service.
         service = ray.get_actor(plan.service)
-        synthesis = ray.get(service.ensure.remote(plan.pool, plan.n_synthetic),
-                            timeout=CHUNK_TIMEOUT_S)
+        synthesis = ray.get(service.ensure.remote(plan.pool, plan.n_synthetic, plan.requester),
+                            timeout=ENSURE_TIMEOUT_S)
         pool = SyntheticStore(planner.store_root).read(synthesis["key"], plan.n_synthetic)
         synthetic_images, synthetic_labels = pool.images, pool.labels
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
@@ -66,7 +68,8 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
         synthetic_images, synthetic_labels = images[is_synthetic], labels[is_synthetic]
     cost = {"synthetic_images_generated_for_trial": int(synthesis["generated"]),
             "synthetic_images_reused": int(synthesis["reused"]),
-            "synthetic_images_rejected": rejected}
+            "synthetic_images_rejected": rejected,
+            "synthetic_wait_seconds": float(synthesis["waited"])}
 
     # 2. Resume from Tune's checkpoint when the trial restarts.
     resume = None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from raysweep.training.compose import compose, real_indices, synthetic_count
-from raysweep.synthesis.service import pool_order
+from raysweep.synthesis.sampled import pool_order
 
 K = 10
 REAL_LABELS = np.repeat(np.arange(K), 20)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from raysweep.generators import create_generator, list_generators
-from raysweep.synthesis.service import pool_order
+from raysweep.synthesis.sampled import pool_order
 
 TINY = {
     "dcgan": {"steps": 4, "batch_size": 8, "latent_dim": 8, "embed_dim": 4,

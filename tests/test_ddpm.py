@@ -15,7 +15,7 @@ import torch
 
 from raysweep.generators import create_generator, list_generators
 from raysweep.generators.ddpm import DDPMGenerator
-from raysweep.synthesis.service import pool_order
+from raysweep.synthesis.sampled import pool_order
 
 # One thread: two threads on a busy 2-core machine can make tiny ops ten times slower.
 TINY = {"block_out_channels": (8, 16), "image_size": 8, "steps": 3, "batch_size": 8,

@@ -21,7 +21,7 @@ from raysweep.cli import main
 from raysweep.data import create_dataset, split_dataset
 from raysweep.store.backends import UnsafePath
 from raysweep.store.cache_cli import cache_verify
-from raysweep.synthesis.service import ensure_generator
+from raysweep.synthesis.fitting import ensure_generator
 from raysweep.store.store import (
     CorruptGenerator,
     CorruptPool,

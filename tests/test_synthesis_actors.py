@@ -18,12 +18,15 @@ import ray
 from tiny import TINY_DDPM, generator_actor_pids, shard_names
 
 from raysweep.cli import main
-from raysweep.data import create_dataset, split_dataset
-from raysweep.synthesis.actors import ACTOR_RESTARTS, SynthesisFailed, start_synthesis
+from raysweep.data import load_splits
+from raysweep.synthesis.actors import ACTOR_RESTARTS
 from raysweep.synthesis.identity import PoolId
-from raysweep.synthesis.service import pool_order
+from raysweep.synthesis.sampled import pool_order
+from raysweep.synthesis.service import SourceSetup, SynthesisFailed, start_service
 
 POOL0, POOL1 = PoolId("ddpm", 0), PoolId("ddpm", 1)
+DATASET = {"name": "digits", "options": {}, "per_class": 5, "val_fraction": 0.1,
+           "test_fraction": 0.2, "split_seed": 0}
 from raysweep.store.store import SyntheticStore
 
 
@@ -37,13 +40,25 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def train():
-    return split_dataset(create_dataset("digits"), per_class=5, seed=0).train
+    return load_splits(DATASET).train
 
 
 def start(store, train, name, **kwargs):
+    """A synthesis service for the DDPM's pools of seeds 0 and 1, with its actors started and
+    loaded (a fresh store makes the first one train); returns it, the actors and the first's
+    info."""
     settings = {"actors": 2, "cpus_per_actor": 0, "gpus_per_actor": 0, "chunk_size": 8, **kwargs}
-    return start_synthesis("ddpm", TINY_DDPM, train, 0, store, [POOL0, POOL1],
-                           service_name=name, log=print, **settings)
+    setup = SourceSetup("ddpm", DATASET, "ddpm", TINY_DDPM, 0, **settings)
+    service = start_service(setup, [POOL0, POOL1], store, name)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        progress = ray.get(service.progress.remote())
+        assert progress["state"] != "failed", progress["error"]
+        if progress["state"] == "ready" and progress["actors"] == settings["actors"]:
+            break
+        time.sleep(0.2)
+    actors = ray.get(service.generator_actors.remote())
+    return service, actors, ray.get(actors[0].info.remote())
 
 
 def test_actors_pack_on_logical_gpus_and_leave_room_for_trials(local_ray, train, tmp_path):
@@ -81,19 +96,19 @@ def test_actors_without_a_gpu_see_no_cuda_device(local_ray, train, tmp_path):
 def test_pool_extends_and_a_damaged_pool_is_regenerated(local_ray, train, tmp_path):
     store = SyntheticStore(tmp_path)
     service, actors, _ = start(store, train, "extend", actors=1)
-    small = ray.get(service.ensure.remote(POOL0, 30))
+    small = ray.get(service.ensure.remote(POOL0, 30, "small"))
     before = store.read(small["key"], 30)
-    large = ray.get(service.ensure.remote(POOL0, 50))
+    large = ray.get(service.ensure.remote(POOL0, 50, "large"))
     assert small["key"] == large["key"] and small["generated"] == 30 and large["generated"] == 20
     assert np.array_equal(store.read(large["key"], 50).images[:30], before.images)
-    assert ray.get(service.ensure.remote(POOL0, 40))["generated"] == 0
+    assert ray.get(service.ensure.remote(POOL0, 40, "smaller"))["generated"] == 0
     labels, seeds = pool_order(train.num_classes, 0, 0, 50)
     stored = store.read(large["key"], 50)
     assert np.array_equal(stored.labels, labels) and np.array_equal(stored.seeds, seeds)
     # A damaged shard: the pool keeps the good prefix and makes the rest again, identically.
     names = shard_names(store, large["key"])
     (Path(store.pool_dir(large["key"])) / names[2]).write_bytes(b"garbage")
-    repaired = ray.get(service.ensure.remote(POOL0, 50))
+    repaired = ray.get(service.ensure.remote(POOL0, 50, "finds-the-damage"))
     assert repaired["generated"] == 50 - 16 and store.verify(large["key"]) == []
     again = store.read(large["key"], 50).images.astype(int)
     assert np.abs(again - stored.images.astype(int)).max() <= 1
@@ -108,8 +123,9 @@ def test_pool_extends_and_a_damaged_pool_is_regenerated(local_ray, train, tmp_pa
 def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
     store = SyntheticStore(tmp_path)
     service, actors, _ = start(store, train, "concurrent")
-    results = ray.get([service.ensure.remote(POOL0, 40), service.ensure.remote(POOL0, 40),
-                       service.ensure.remote(POOL0, 24)])
+    results = ray.get([service.ensure.remote(POOL0, 40, "a"),
+                       service.ensure.remote(POOL0, 40, "b"),
+                       service.ensure.remote(POOL0, 24, "c")])
     # Whichever request runs first generates; the others reuse: 40 images in all, not 104.
     assert sum(r["generated"] for r in results) == 40
     assert [r["count"] >= n for r, n in zip(results, (40, 40, 24))] == [True] * 3
@@ -117,7 +133,7 @@ def test_concurrent_requests_share_one_generation(local_ray, train, tmp_path):
     assert sum(ray.get(a.info.remote())["images_generated"] for a in actors) == 40
     # Asking for more extends the pool; the first 40 images stay as they were.
     before = store.read(results[0]["key"], 40).images
-    grown = ray.get(service.ensure.remote(POOL0, 56))
+    grown = ray.get(service.ensure.remote(POOL0, 56, "d"))
     assert grown["generated"] == 16 and grown["reused"] == 40
     assert np.array_equal(store.read(grown["key"], 40).images, before)
 

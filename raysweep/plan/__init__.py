@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raysweep.data import DataSplits, load_splits
-from raysweep.plan.budget import check_budget, local_resources
+from raysweep.plan.budget import check_budget, check_threads, local_resources
 from raysweep.plan.names import check_names
 from raysweep.plan.pools import (MAX_POOL_IMAGES, PoolRequest, generators_used, planned_pools,
                                  sources_used)
 from raysweep.plan.reference import reference_options, uses_reference
-from raysweep.plan.space import describe_axis, param_space, search_and_scheduler, trial_count
+from raysweep.plan.space import describe_axis, fixed_configs, param_space, proposer, scheduler
 from raysweep.plan.trials import TrialPlan, TrialPlanner, service_name
 from raysweep.spec import Spec
 from raysweep.store import SyntheticStore
@@ -24,7 +24,7 @@ from raysweep.synthesis.kinds import SynthesisSource
 from raysweep.training.reference import ReferenceOptions
 
 __all__ = ["MAX_POOL_IMAGES", "Plan", "PoolRequest", "TrialPlan", "TrialPlanner", "build_plan",
-           "check_budget", "search_and_scheduler", "service_name"]
+           "check_budget", "proposer", "scheduler", "service_name"]
 
 
 @dataclass
@@ -34,8 +34,9 @@ class Plan:
     Args:
         spec: the validated spec.
         splits: the real splits, loaded once.
-        param_space: Tune's search space.
-        num_samples: Tune's num_samples.
+        param_space: Tune's search space of the `sweep:` axes.
+        configs: every trial's config, when the search knows them up front (grid, random);
+            None for Optuna.
         trial_count: how many trials the search runs.
         pools: every pool the trials can read, each sized for the largest ratio.
         resources: what each trial asks Ray for (`cpu`, `gpu`).
@@ -48,7 +49,7 @@ class Plan:
     spec: Spec
     splits: DataSplits
     param_space: dict
-    num_samples: int
+    configs: list[dict] | None
     trial_count: int
     pools: list[PoolRequest]
     resources: dict
@@ -64,7 +65,8 @@ class Plan:
         return TrialPlanner(
             default_generator=spec.generator.name,
             services={name: service_name(sweep_id, name) for name in self.generators},
-            n_real=len(self.splits.train), dataset=spec.dataset, training=spec.training,
+            n_real=len(self.splits.train), dataset=spec.dataset,
+            training=spec.training.model_copy(update={"threads": trial_threads(spec)}),
             synthesis_mode=spec.synthesis.mode, store_root=store_root,
             metric=spec.tune.metric, mode=spec.tune.mode,
             checkpoint_interval_s=spec.tune.checkpoint_interval_s,
@@ -98,6 +100,12 @@ class Plan:
         return "\n".join(lines)
 
 
+def trial_threads(spec: Spec) -> int:
+    """torch threads per trial: `training.threads`, else as many as the CPUs it holds, so
+    trials beside generator actors never oversubscribe the machine."""
+    return spec.training.threads or max(1, int(spec.tune.cpus_per_trial))
+
+
 def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None = None,
                local: bool = True) -> Plan:
     """Check names, load the real splits and derive Tune's param space and the pools.
@@ -106,6 +114,7 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
     budget of actors and trials is checked here (on a cluster, `run` checks it after connecting).
     """
     check_names(spec)
+    check_threads(spec)
     if local:
         check_budget(spec, *local_resources(num_cpus, num_gpus))
     if spec.needs_synthetic:
@@ -118,6 +127,9 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
              "batch_size": spec.training.batch_size, "lr": spec.training.lr,
              "input_size": spec.training.input_size, "pretrained": spec.training.pretrained,
              "train_images_real": len(splits.train)}
-    return Plan(spec, splits, param_space(spec), spec.tune.num_samples, trial_count(spec), pools,
-                resources, generators_used(spec), fixed, sources_used(spec),
+    space = param_space(spec)
+    configs = fixed_configs(spec, space)
+    count = len(configs) if configs is not None else spec.tune.num_samples
+    return Plan(spec, splits, space, configs, count, pools, resources, generators_used(spec),
+                fixed, sources_used(spec),
                 reference_options(spec) if uses_reference(spec) else None)

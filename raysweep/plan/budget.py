@@ -18,6 +18,16 @@ def local_resources(num_cpus: float | None, num_gpus: float | None) -> tuple[flo
     return float(num_cpus or os.cpu_count() or 1), float(num_gpus)
 
 
+def check_threads(spec: Spec) -> None:
+    """A trial runs as many torch threads as the CPUs it holds; more would oversubscribe the
+    machine once trials run beside generator actors."""
+    threads, cpus = spec.training.threads, spec.tune.cpus_per_trial
+    if threads is not None and threads > max(1, int(cpus)):
+        raise UserError(f"training.threads: {threads} threads per trial on {cpus:g} CPU(s) per "
+                        f"trial would oversubscribe the CPUs; set tune.cpus_per_trial: {threads} "
+                        f"or leave training.threads unset (it follows tune.cpus_per_trial)")
+
+
 def check_budget(spec: Spec, cpus: float, gpus: float, spread: bool = False) -> None:
     """A trial must fit beside the generator actors, or Tune would wait forever. (`run` releases
     the actors once the pools are full; this still guards any phase where both run.)

@@ -1,54 +1,88 @@
-"""The sweep's axes as Tune's search space, its search algorithm and its scheduler."""
+"""The sweep's axes as Tune's search space, the searcher that proposes trials, the scheduler.
+
+Grid and random search are known up front: every trial's config is one of Tune's own variants
+of the param space (`generate_variants`: grid points, seeded random draws), drawn here once,
+largest training sets first, so the trials left running at the end beside idle slots are the
+short ones; `FixedConfigs` hands them out. Optuna (TPE) proposes configs as trials finish.
+The sweep wraps either in its data gate (`raysweep/sweep/gate.py`).
+"""
 
 from __future__ import annotations
 
-import math
+import pickle
 
+import numpy as np
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search import Searcher
+from ray.tune.search.variant_generator import generate_variants
 
 from raysweep.spec import Axis, Spec
 
 
 def param_space(spec: Spec) -> dict:
     """Tune's param space: each `sweep:` axis as a fixed value, a grid or a distribution."""
-    axes = spec.axes()
-    space = {name: _to_tune(axis, spec.tune.search_alg) for name, axis in axes.items()}
-    ratio = axes["synthetic_ratio"]
-    if spec.tune.search_alg == "grid" and ratio.kind == "grid":
-        # Tune starts grid trials in order and the ratio varies slowest: largest training sets
-        # first, so the trials left running at the end, beside idle slots, are the short ones.
-        space["synthetic_ratio"] = tune.grid_search(sorted(ratio.values, reverse=True))
-    return space
+    return {name: _to_tune(axis, spec.tune.search_alg) for name, axis in spec.axes().items()}
 
 
-def trial_count(spec: Spec) -> int:
-    """How many trials the search runs: the grid's size (1 without one) times num_samples."""
-    grid = math.prod(len(a.values) for a in spec.axes().values()
-                     if spec.tune.search_alg == "grid" and a.kind == "grid")
-    return grid * spec.tune.num_samples
+def fixed_configs(spec: Spec, space: dict) -> list[dict] | None:
+    """Every trial's config for grid and random search (Tune's variants of `space`,
+    `num_samples` times, random draws seeded by `tune.search_seed`), largest ratio first;
+    None for Optuna, which proposes them as it learns."""
+    if spec.tune.search_alg == "optuna":
+        return None
+    rng = np.random.default_rng(spec.tune.search_seed)
+    configs = [config for _ in range(spec.tune.num_samples)
+               for _, config in generate_variants(space, random_state=rng)]
+    return sorted(configs, key=lambda c: -float(c["synthetic_ratio"]))
 
 
-def search_and_scheduler(spec: Spec):
-    """Tune's search algorithm and trial scheduler for the spec's `tune:` block."""
+def proposer(spec: Spec, configs: list[dict] | None) -> Searcher:
+    """The searcher that proposes the sweep's configs: the fixed list, or seeded TPE."""
+    if configs is not None:
+        return FixedConfigs(configs)
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(sampler=TPESampler(seed=spec.tune.search_seed))
+
+
+def scheduler(spec: Spec):
+    """Tune's trial scheduler for the spec's `tune:` block: ASHA, or None (first in, first out)."""
     settings = spec.tune
-    if settings.search_alg == "optuna":
-        from optuna.samplers import TPESampler
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
+    if settings.scheduler != "asha":
+        return None
+    return ASHAScheduler(time_attr="training_iteration", max_t=spec.training.epochs,
+                         grace_period=min(settings.asha.grace_period, spec.training.epochs),
+                         reduction_factor=settings.asha.reduction_factor)
 
-        search = OptunaSearch(sampler=TPESampler(seed=settings.search_seed))
-        if settings.max_concurrent_trials:
-            search = ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent_trials)
-    else:
-        search = BasicVariantGenerator(random_state=settings.search_seed)
-    scheduler = None
-    if settings.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.training.epochs,
-                                  grace_period=min(settings.asha.grace_period, spec.training.epochs),
-                                  reduction_factor=settings.asha.reduction_factor)
-    return search, scheduler
+
+class FixedConfigs(Searcher):
+    """Hands out a fixed list of complete configs, in order, then FINISHED."""
+
+    def __init__(self, configs: list[dict]):
+        super().__init__()
+        self.configs = [dict(c) for c in configs]
+        self.next = 0
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.next >= len(self.configs):
+            return Searcher.FINISHED
+        self.next += 1
+        return dict(self.configs[self.next - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"configs": self.configs, "next": self.next}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.configs, self.next = state["configs"], state["next"]
 
 
 def _to_tune(axis: Axis, search_alg: str):

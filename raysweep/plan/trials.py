@@ -9,6 +9,7 @@ sweep-wide is copied field by field.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,12 @@ class TrialPlan:
     def service(self) -> str | None:
         """The Ray actor name of the synthesis service that fills its pool."""
         return self.planner.services[self.pool.source] if self.pool is not None else None
+
+    @property
+    def requester(self) -> str:
+        """Who asks the synthesis service for images, so that the images its asking made are
+        charged to this trial: its config, written canonically."""
+        return json.dumps(self.swept, sort_keys=True, default=str)
 
     @property
     def device(self) -> str:

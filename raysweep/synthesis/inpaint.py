@@ -21,7 +21,7 @@ import numpy as np
 from raysweep.data import ImageDataset
 from raysweep.store import PoolImages, SyntheticStore, content_key
 from raysweep.synthesis.identity import Mask
-from raysweep.synthesis.service import IMAGE_SEEDS, image_seeds
+from raysweep.synthesis.sampled import IMAGE_SEEDS, image_seeds
 from raysweep.training.reference import ReferenceOptions, ensure_reference_classifier
 
 
