@@ -30,6 +30,7 @@ from ray.autoscaler._private.util import validate_config
 from ray.cluster_utils import Cluster
 
 from raysweep.cli import main
+from raysweep.deploy import cluster as deploy_cluster
 from raysweep.store.store import SyntheticStore
 from tiny import TINY_DDPM, descends_from_us
 
@@ -206,3 +207,21 @@ def test_the_autoscaler_adds_gpu_workers_for_the_sweep_and_removes_them(
     # 6. Idle workers are removed (after idle_timeout_minutes); the head stays.
     wait_for(lambda: workers_alive() == [], 120, "idle workers to be removed")
     assert [n["NodeID"] for n in ray.nodes() if n["Alive"]] == [FAKE_HEAD_NODE_ID]
+
+
+def test_a_cluster_started_without_autoscaling_config_adds_no_nodes(tmp_path, monkeypatch):
+    """The running autoscaler's own config wins over a ~/ray_bootstrap_config.yaml left from
+    another cluster: a plain local Ray (its monitor runs with none) counts only its nodes."""
+    stale = tmp_path / "ray_bootstrap_config.yaml"
+    stale.write_text((REPO / "cluster.yaml").read_text())
+    monkeypatch.setattr(deploy_cluster, "BOOTSTRAP_CONFIG", stale)
+    monkeypatch.setenv("AUTOSCALER_UPDATE_INTERVAL_S", "1")
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False)
+    try:
+        wait_for(lambda: ray.experimental.internal_kv._internal_kv_get("__autoscaling_status"),
+                 60, "the autoscaler's first status")
+        assert deploy_cluster.autoscaling_config() is None
+        found = deploy_cluster.capacity()
+    finally:
+        ray.shutdown()
+    assert (found.nodes, found.autoscaled_nodes, found.gpus) == (1, 0, 0)
