@@ -21,6 +21,7 @@ import pytest
 import ray
 import ray._private.state
 import yaml
+from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
 from ray._private.services import get_node_ip_address
 from ray.autoscaler._private.fake_multi_node.node_provider import (
     FAKE_HEAD_NODE_ID,
@@ -28,6 +29,7 @@ from ray.autoscaler._private.fake_multi_node.node_provider import (
 )
 from ray.autoscaler._private.util import validate_config
 from ray.cluster_utils import Cluster
+from ray.experimental import internal_kv
 
 from raysweep.cli import main
 from raysweep.deploy import cluster as deploy_cluster
@@ -132,17 +134,27 @@ def autoscaling_cluster(tmp_path, monkeypatch):
         yield cluster, config
     finally:
         # The autoscaler starts worker nodes as its own children; any it left (a failed test)
-        # would outlive the head, so they are stopped with it.
-        ours = [int(p.name) for p in Path("/proc").iterdir()
-                if p.name.isdigit() and safely(descends_from_us, int(p.name))]
+        # would outlive the head for a minute, so they are stopped with it.
+        ours = {pid: started for pid, started in processes().items()
+                if safely(descends_from_us, pid)}
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
-        for pid in ours:
-            try:
+        for pid, started in processes().items():
+            if ours.get(pid) == started:  # the same process, not a new one with its pid
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+
+
+def processes() -> dict[int, str]:
+    """Every process's pid and start time (which tells a process from a later one with its pid)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                found[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()[19]
+        except OSError:  # it ended meanwhile
+            pass
+    return found
 
 
 def safely(check, pid: int) -> bool:
@@ -162,7 +174,7 @@ def test_the_autoscaler_adds_gpu_workers_for_the_sweep_and_removes_them(
 
     # 1. The head alone, no GPU, and its autoscaler up (it publishes a status once it runs).
     ray.init(address=cluster.address)
-    wait_for(lambda: ray.experimental.internal_kv._internal_kv_get("__autoscaling_status"),
+    wait_for(lambda: internal_kv._internal_kv_get(DEBUG_AUTOSCALING_STATUS),
              60, "the autoscaler's first status")
     assert workers_alive() == [] and ray.cluster_resources().get("GPU", 0) == 0
     ray.shutdown()
@@ -185,16 +197,17 @@ def test_the_autoscaler_adds_gpu_workers_for_the_sweep_and_removes_them(
     assert code == 0, capsys.readouterr().err
 
     # 4. Workers were added, and the actor and every trial ran on them (the head has no GPU).
+    #    The actor alone fits one worker; four trials of one CPU each, pending at once, ask
+    #    for more (GCS keeps dead nodes and actors in its tables).
     ray.init(address=cluster.address)
     added = {node["NodeID"] for node in ray.nodes()} - {FAKE_HEAD_NODE_ID}
     assert 2 <= len(added) <= config["max_workers"]
     actors = ray._private.state.actors().values()
+    # ImplicitFunc: the actor class Tune runs a function trainable in.
     hosts = {name: [a["Address"]["NodeID"] for a in actors if a["ActorClassName"] == name]
              for name in ("GeneratorActor", "ImplicitFunc")}
     assert len(hosts["GeneratorActor"]) >= 1 and len(hosts["ImplicitFunc"]) >= 4, hosts
     assert set(hosts["GeneratorActor"]) <= added and set(hosts["ImplicitFunc"]) <= added
-    # Two trials at a time at least (one CPU per worker): the cluster grew for the trials.
-    assert len(set(hosts["ImplicitFunc"])) >= 2
 
     # 5. The sweep is whole: pools filled, one parent run, one finished child per trial.
     store = SyntheticStore(f"s3://{bucket}/raysweep/cache")
@@ -218,7 +231,7 @@ def test_a_cluster_started_without_autoscaling_config_adds_no_nodes(tmp_path, mo
     monkeypatch.setenv("AUTOSCALER_UPDATE_INTERVAL_S", "1")
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False)
     try:
-        wait_for(lambda: ray.experimental.internal_kv._internal_kv_get("__autoscaling_status"),
+        wait_for(lambda: internal_kv._internal_kv_get(DEBUG_AUTOSCALING_STATUS),
                  60, "the autoscaler's first status")
         assert deploy_cluster.autoscaling_config() is None
         found = deploy_cluster.capacity()
