@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="write a shipped spec to a file to edit")
     init.add_argument("name", help="a shipped spec's name, e.g. ratio (a wrong one lists them)")
-    init.add_argument("dir", nargs="?", default=".", help="where to write NAME.yaml (default: here)")
+    init.add_argument("dir", nargs="?", default=".",
+                      help="where to write NAME.yaml (default: here)")
 
     cache = commands.add_parser("cache", help="inspect the synthetic store")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
@@ -225,8 +226,9 @@ def cmd_init(args) -> int:
         raise UserError(f"init: {folder} is a file, not a folder; name a folder to write "
                         f"{args.name}.yaml into")
     target = folder / f"{args.name}.yaml"
-    header = (f"# Your copy of raysweep's shipped spec `{args.name}` (`raysweep init {args.name}`); "
-              f"edit it, then\n#   raysweep validate {target}\n#   raysweep run {target}\n\n")
+    header = (f"# Your copy of raysweep's shipped spec `{args.name}` "
+              f"(`raysweep init {args.name}`); edit it, then\n"
+              f"#   raysweep validate {target}\n#   raysweep run {target}\n\n")
     folder.mkdir(parents=True, exist_ok=True)
     try:
         # "x": never overwrite, even a file that appears between a check and the write.

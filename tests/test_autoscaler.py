@@ -181,7 +181,8 @@ def test_the_autoscaler_adds_gpu_workers_for_the_sweep_and_removes_them(
 
     # 2. validate counts what the autoscaler may add: the GPU settings fit those workers, and
     #    a trial wanting more GPUs than one worker type has is refused.
-    gpu_type = next(t for n, t in config["available_node_types"].items() if n != FAKE_HEAD_NODE_TYPE)
+    gpu_type = next(node_type for name, node_type in config["available_node_types"].items()
+                    if name != FAKE_HEAD_NODE_TYPE)
     assert main(["validate", str(spec), "--address", cluster.address, *storage,
                  *GPU_SETTINGS]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

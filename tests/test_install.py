@@ -110,7 +110,8 @@ def test_wheel_ships_the_specs_and_runs_them_by_name(tmp_path):
                               capture_output=True, text=True, timeout=300)
 
     listed = subprocess.run(
-        [sys.executable, "-c", "import importlib.resources as r, raysweep; print(raysweep.__file__);"
+        [sys.executable, "-c", "import importlib.resources as r, raysweep;"
+         "print(raysweep.__file__);"
          "print(*sorted(p.name for p in (r.files('raysweep') / 'search_spaces').iterdir()))"],
         cwd=empty, env=env, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
