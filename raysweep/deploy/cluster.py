@@ -99,7 +99,8 @@ def autoscaling_config() -> Path | None:
 def capacity(config_path: Path | None = None) -> Capacity:
     """Resources of the connected cluster's live nodes, plus what the autoscaler may add.
 
-    config_path: the autoscaling config; None finds the one the cluster runs with.
+    Args:
+        config_path: the autoscaling config; None finds the one the cluster runs with.
     """
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = sum(n["Resources"].get("CPU", 0.0) for n in nodes)
