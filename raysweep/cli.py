@@ -1,4 +1,4 @@
-"""The `raysweep` command: run, validate and report sweeps.
+"""The `raysweep` command: run, validate and report sweeps; copy a shipped spec to edit.
 
 Bad input of any kind ends with one line on stderr and exit code 2, before any compute.
 """
@@ -13,7 +13,8 @@ from raysweep.errors import UserError
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="a sweep spec, e.g. search_spaces/ratio.yaml")
+    parser.add_argument("spec", help="a sweep spec file, e.g. search_spaces/ratio.yaml, or a "
+                                     "shipped spec's name, e.g. ratio")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a spec key, e.g. --set training.epochs=2")
     parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray instance")
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--spec", help="take the tracking store from this spec")
     ui.add_argument("--sweep", help="also print the page that compares this sweep's trials")
     ui.add_argument("--port", type=int, default=5000)
+
+    init = commands.add_parser("init", help="write a shipped spec to a file to edit")
+    init.add_argument("name", help="a shipped spec's name, e.g. ratio (a wrong one lists them)")
+    init.add_argument("dir", nargs="?", default=".",
+                      help="where to write NAME.yaml (default: here)")
 
     cache = commands.add_parser("cache", help="inspect the synthetic store")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
@@ -207,6 +213,35 @@ def cmd_ls(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    """Copy a shipped spec into DIR/NAME.yaml, with a header saying where it came from."""
+    from raysweep.spec import shipped_specs
+
+    shipped = shipped_specs()
+    if args.name not in shipped:
+        raise UserError(f"init {args.name}: no shipped spec has that name; pick one of "
+                        f"{', '.join(shipped)}")
+    folder = Path(args.dir)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"init: {folder} is a file, not a folder; name a folder to write "
+                        f"{args.name}.yaml into")
+    target = folder / f"{args.name}.yaml"
+    header = (f"# Your copy of raysweep's shipped spec `{args.name}` "
+              f"(`raysweep init {args.name}`); edit it, then\n"
+              f"#   raysweep validate {target}\n#   raysweep run {target}\n\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        # "x": never overwrite, even a file that appears between a check and the write.
+        with target.open("x", encoding="utf-8") as out:
+            out.write(header + shipped[args.name].read_text(encoding="utf-8"))
+    except FileExistsError:
+        raise UserError(f"init: {target} exists and is kept; edit it, remove it, or pass "
+                        f"another folder") from None
+    print(f"wrote {target}; check it with `raysweep validate {target}`, "
+          f"run it with `raysweep run {target}`")
+    return 0
+
+
 def cmd_cache(args) -> int:
     from raysweep.store.cache_cli import cache_ls, cache_verify
     from raysweep.store.store import SyntheticStore
@@ -265,7 +300,7 @@ def sweep_page(tracking_uri: str, sweep_id: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "ls": cmd_ls,
-               "cache": cmd_cache, "ui": cmd_ui}[args.command]
+               "init": cmd_init, "cache": cmd_cache, "ui": cmd_ui}[args.command]
     try:
         return handler(args)
     except UserError as error:

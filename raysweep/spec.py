@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import math
 import re
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -410,15 +412,38 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
-    """Read, override and validate a spec file (schema only; `check_spec` checks names)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such spec file; pass a path like search_spaces/ratio.yaml")
+def shipped_specs() -> dict[str, Traversable]:
+    """The specs raysweep ships as package data, by name (`ratio` is search_spaces/ratio.yaml).
+
+    In a checkout `raysweep/search_spaces` is a link to the top-level folder, so a clone, an
+    editable install and a wheel all read them through `importlib.resources`.
+    """
+    folder = files("raysweep") / "search_spaces"
+    return {entry.name.removesuffix(".yaml"): entry
+            for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
+            if entry.name.endswith(".yaml")}
+
+
+def find_spec_file(spec: str | Path) -> Path | Traversable:
+    """A spec file's path as given or, when no such file exists, the shipped spec of that name."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = shipped_specs()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    raise UserError(f"{spec}: no such spec file, and no shipped spec has that name; pass a path "
+                    f"like search_spaces/ratio.yaml or a shipped name: {', '.join(shipped)}")
+
+
+def load_spec(spec: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Read, override and validate a spec file, or a shipped spec named without a path (schema
+    only; `check_spec` checks names)."""
+    path = find_spec_file(spec)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+        raise UserError(f"{spec}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
                         f"save the file as UTF-8") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
@@ -426,11 +451,11 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"{path}: YAML syntax error{where}: {problem}; fix the file") from None
+        raise UserError(f"{spec}: YAML syntax error{where}: {problem}; fix the file") from None
     if raw is None:
-        raise UserError(f"{path}: the file is empty; see search_spaces/ratio.yaml for an example")
+        raise UserError(f"{spec}: the file is empty; see `raysweep init ratio` for an example")
     return parse_spec(apply_overrides(raw, overrides or []) if isinstance(raw, dict) else raw,
-                      source=str(path))
+                      source=str(spec))
 
 
 def spec_to_yaml(spec: Spec) -> str:

@@ -1,12 +1,15 @@
 """A running Ray cluster, as `validate --address` and `run --address` see it.
 
 `connect` turns an address that does not answer into one line instead of Ray's minute-long
-retry loop. `capacity` is what the cluster has now plus what its autoscaler may add (the node
-types of the launcher's config that `ray up` copies to the head as ~/ray_bootstrap_config.yaml).
+retry loop. `capacity` is what the cluster has now plus what its autoscaler may add: the node
+types of the autoscaling config that the cluster's autoscaler was started with (`ray start
+--head --autoscaling-config=FILE`; `ray up` copies the launcher's config to the head as
+~/ray_bootstrap_config.yaml and starts it with that).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -14,10 +17,13 @@ from pathlib import Path
 
 import ray
 import yaml
+from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+from ray.experimental import internal_kv
 
 from raysweep.errors import UserError
 
-AUTOSCALING_CONFIG = Path("~/ray_bootstrap_config.yaml")
+# Where `ray up` puts the autoscaling config on the head.
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 # The S3 settings the driver uses reach every worker through Ray's runtime environment, so an
 # endpoint or region given only where `raysweep run` starts still applies to actors and trials.
 # Secrets are not in this list: workers get their credentials from their own instance profile.
@@ -66,15 +72,43 @@ def connect(address: str) -> None:
                         f"start one (ray start --head, or ray up cluster.yaml) or fix the address") from None
 
 
-def capacity(autoscaling_config: Path = AUTOSCALING_CONFIG) -> Capacity:
-    """Resources of the connected cluster's live nodes, plus what the autoscaler may add."""
+def autoscaling_config() -> Path | None:
+    """The autoscaling config of the connected cluster, or None when it does not autoscale.
+
+    The autoscaler (Ray's monitor process on the head) publishes its pid with its status; on the
+    head, its command line names the config it reads. Elsewhere, or before its first status,
+    the file `ray up` writes on the head stands in.
+    """
+    status = internal_kv._internal_kv_get(DEBUG_AUTOSCALING_STATUS)
+    pid = json.loads(status).get("monitor_pid") if status else None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if pid else []
+    except OSError:  # the monitor runs on another machine (or in another container)
+        argv = []
+    # The pid is checked to be this cluster's monitor: on another machine it may be anything.
+    if any(arg.endswith("monitor.py") for arg in argv) and \
+            f"--gcs-address={ray.get_runtime_context().gcs_address}" in argv:
+        flag = "--autoscaling-config="
+        given = next((arg.removeprefix(flag) for arg in argv if arg.startswith(flag)), None)
+        # A relative path is the monitor's, from its working directory.
+        return Path(f"/proc/{pid}/cwd") / Path(given).expanduser() if given else None
+    bootstrap = BOOTSTRAP_CONFIG.expanduser()
+    return bootstrap if bootstrap.is_file() else None
+
+
+def capacity(config_path: Path | None = None) -> Capacity:
+    """Resources of the connected cluster's live nodes, plus what the autoscaler may add.
+
+    Args:
+        config_path: the autoscaling config; None finds the one the cluster runs with.
+    """
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = sum(n["Resources"].get("CPU", 0.0) for n in nodes)
     gpus = sum(n["Resources"].get("GPU", 0.0) for n in nodes)
     max_node_gpus = max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
     extra = 0
-    path = autoscaling_config.expanduser()
-    if path.is_file():
+    path = config_path or autoscaling_config()
+    if path is not None and path.is_file():
         config = yaml.safe_load(path.read_text()) or {}
         room = int(config.get("max_workers", 0)) - (len(nodes) - 1)
         for name, node_type in (config.get("available_node_types") or {}).items():
