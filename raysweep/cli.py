@@ -108,7 +108,7 @@ def _check_cluster(spec, address: str) -> None:
     print(capacity.describe(), flush=True)
     if capacity.multi_node:
         check_shared(spec)
-    check_budget(spec, capacity.cpus, capacity.gpus)
+    check_budget(spec, capacity.cpus, capacity.gpus, spread=capacity.multi_node)
     if spec.tune.gpus_per_trial > capacity.max_node_gpus:
         raise UserError(f"tune.gpus_per_trial: {spec.tune.gpus_per_trial:g} GPU, but no node of "
                         f"the cluster has more than {capacity.max_node_gpus:g}; lower it")
@@ -187,6 +187,7 @@ def _report(tracking_uri: str, sweep_id: str, metric: str, formats: str, out: st
 
     from raysweep.report import build_report, load_sweep
     from raysweep.report.render import as_text, parse_formats, write_report
+    from raysweep.report.yardstick import equivalent_metrics
 
     chosen = parse_formats(formats)
     sweep = load_sweep(tracking_uri, sweep_id, experiment)
@@ -195,6 +196,8 @@ def _report(tracking_uri: str, sweep_id: str, metric: str, formats: str, out: st
     print("\n" + as_text(report))
     files = write_report(report, out_dir, chosen)
     client = MlflowClient(tracking_uri)
+    for name, value in equivalent_metrics(report.equivalents).items():
+        client.log_metric(sweep.parent_run_id, name, value)
     for path in files:
         client.log_artifact(sweep.parent_run_id, str(path), artifact_path="report")
     print(f"report: {out_dir.resolve()} ({', '.join(p.name for p in files)}), "

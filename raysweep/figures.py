@@ -82,3 +82,45 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], path: Pa
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def img2img_gallery(sources: np.ndarray, source_index: np.ndarray, variants: np.ndarray,
+                    targets: np.ndarray, weights: np.ndarray, train_labels: np.ndarray,
+                    class_names: list[str], path: Path, per_class: int = 2,
+                    columns: int = 4, title: str = "") -> Path:
+    """Rows of source | its variants (up to `columns`), `per_class` sources of each class.
+
+    Args:
+        sources: the training images (uint8, N x H x W x C) the variants start from.
+        source_index: each variant's source (an index into `sources`).
+        variants, targets, weights: the variants, the class each was denoised toward and the
+            target's share of its soft label.
+        train_labels: the sources' classes.
+    """
+    chosen = []
+    for c in range(len(class_names)):
+        used = [s for s in dict.fromkeys(source_index.tolist()) if train_labels[s] == c]
+        chosen += used[:per_class]
+    fig, axes = plt.subplots(len(chosen), columns + 1,
+                             figsize=((columns + 1) * 1.1, len(chosen) * 1.15 + 0.5),
+                             squeeze=False)
+    gray = lambda image: image[..., 0] if image.shape[-1] == 1 else image  # noqa: E731
+    for row, source in enumerate(chosen):
+        panels = [(sources[source], class_names[train_labels[source]])]
+        for i in np.flatnonzero(source_index == source)[:columns]:
+            name = class_names[targets[i]]
+            panels.append((variants[i], name if weights[i] >= 1 else f"{name} {weights[i]:.2f}"))
+        for col in range(columns + 1):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(panels):
+                ax.imshow(gray(panels[col][0]), cmap="gray", vmin=0, vmax=255)
+                ax.set_title(panels[col][1], fontsize=6)
+    axes[0, 0].text(0.5, 1.35, "source", fontsize=7, ha="center",
+                    transform=axes[0, 0].transAxes)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

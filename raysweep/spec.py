@@ -27,9 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from raysweep.errors import UserError
 
-AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "filter_threshold", "augmentation",
-        "backbone", "seed")
+AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "strength", "translation",
+        "filter_threshold", "augmentation", "backbone", "seed")
+# Axes whose values are numbers (the report reads MLflow's string params back as numbers).
+NUMERIC_AXES = ("synthetic_ratio", "mask_fraction", "strength", "filter_threshold", "seed")
+# Axes that only shape synthetic images: a trial that reads none ignores them.
+SYNTHESIS_AXES = ("mask_fraction", "mask_region", "strength", "translation", "filter_threshold")
 MASK_REGIONS = ("background", "foreground", "random")  # raysweep.saliency.MASK_REGIONS
+# img2img: denoise a real image toward its own class, or toward another one (Diff-Mix).
+TRANSLATIONS = ("same", "other")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # Seeds seed NumPy (< 2**32) and per-image seeds `(seed * 2654435761 + i) mod 2**32`,
 # computed in an int64 (< 2**31).
@@ -119,6 +125,9 @@ class SynthesisSpec(_Strict):
     # on_demand: trials start when their own images exist and pools grow as far as trials
     # read; staged: every planned pool is filled first, then trials start (to compare).
     schedule: Literal["on_demand", "staged"] = "on_demand"
+    # img2img with translation `other`: the target class's share of a variant's soft label is
+    # strength ** soft_label_gamma (Diff-Mix), the rest stays on the source's class.
+    soft_label_gamma: float = Field(default=0.5, gt=0, le=10)
     # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
     # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
     quality_epochs: int = Field(default=0, ge=0)
@@ -218,10 +227,30 @@ class StoreSpec(_Strict):
     path: str = ".raysweep/cache"
 
 
+class YardstickSpec(_Strict):
+    """Real-only trials at larger real training sets: every synthetic arm is then stated as
+    "worth N real images per class" (same splits, seeds, backbone and recipe)."""
+
+    per_class: list[int] = Field(min_length=1, max_length=20)
+
+    @field_validator("per_class")
+    @classmethod
+    def _sizes_are_distinct(cls, sizes: list[int]) -> list[int]:
+        if any(size < 1 for size in sizes):
+            raise UserError(f"yardstick.per_class: {sizes} has a size below 1; give real "
+                            f"images per class, e.g. [100, 200, 400]")
+        _check_unique("yardstick.per_class", sizes)
+        return sorted(sizes)
+
+
 class SweepSpec(_Strict):
     synthetic_ratio: Any = 0.0
     mask_fraction: Any = 0.0
     mask_region: Any = "background"
+    # img2img: how far each real image is noised before it is denoised, in (0, 1]
+    strength: Any = 0.5
+    # img2img: `same` class, or `other` (a class-balanced choice of another class, soft label)
+    translation: Any = "same"
     # Reference-classifier confidence a synthetic image needs in its own label (0 = keep all).
     filter_threshold: Any = 0.0
     augmentation: Any = "none"
@@ -248,6 +277,7 @@ class Spec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
     saliency: SaliencySpec = Field(default_factory=SaliencySpec)
+    yardstick: YardstickSpec | None = None
     sweep: SweepSpec = Field(default_factory=SweepSpec)
 
     @field_validator("name")
@@ -269,11 +299,21 @@ class Spec(_Strict):
             if value not in MASK_REGIONS:
                 raise UserError(f"sweep.mask_region: unknown region {value!r}; "
                                 f"known: {', '.join(MASK_REGIONS)}")
-        if axes["mask_region"].kind in ("uniform", "loguniform", "randint"):
-            raise UserError("sweep.mask_region: a region is a name; give a list or {choice: [...]}")
+        _check_numbers("strength", axes["strength"], low=0.0, high=1.0)
+        if any(float(v) <= 0.0 for v in axes["strength"].candidates()):
+            raise UserError("sweep.strength: 0 would return the real image unchanged; use "
+                            "values in (0, 1], e.g. [0.25, 0.5, 0.75]")
+        for value in axes["translation"].candidates():
+            if value not in TRANSLATIONS:
+                raise UserError(f"sweep.translation: unknown translation {value!r}; known: "
+                                f"{', '.join(TRANSLATIONS)}")
+        for name in ("mask_region", "translation"):
+            if axes[name].kind in ("uniform", "loguniform", "randint"):
+                raise UserError(f"sweep.{name}: a {name.split('_')[-1]} is a name; give a list "
+                                f"or {{choice: [...]}}")
         _check_numbers("filter_threshold", axes["filter_threshold"], low=0.0, high=1.0)
         _check_numbers("seed", axes["seed"], low=0, high=MAX_SEED, integer=True)
-        for name in ("augmentation", "backbone", "mask_region"):
+        for name in ("augmentation", "backbone", "mask_region", "translation"):
             for value in axes[name].candidates():
                 if not isinstance(value, str):
                     raise UserError(f"sweep.{name}: {value!r} is not a name; give a string")

@@ -19,10 +19,10 @@ import ray
 import torch
 from ray import tune
 
-from raysweep.training.compose import compose
+from raysweep.training.compose import compose, soft_targets
 from raysweep.data import load_splits
 from raysweep.devices import cap_gpu_memory, explain_out_of_memory
-from raysweep.figures import inpaint_gallery
+from raysweep.figures import img2img_gallery, inpaint_gallery
 from raysweep.plan.trials import TrialPlanner
 from raysweep.quality.filtering import keep_confident
 from raysweep.store import SyntheticStore
@@ -33,12 +33,30 @@ from raysweep.training.loop import FinalEvaluation, TrialData, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
 
 
+def write_gallery(directory: Path, plan, pool, train) -> None:
+    """What a trial's synthetic images were made from, two sources per class: inpainted
+    (original | saliency | mask | repainted) or img2img (source | its variants)."""
+    if pool is None or pool.sources is None:
+        return
+    class_names = list(train.class_names)
+    if pool.masks is not None:
+        inpaint_gallery(train.images[pool.sources], pool.saliency, pool.masks, pool.images,
+                        pool.labels, class_names, directory / "inpaint_gallery.png",
+                        title=f"{plan.pool.mask.describe()}: original | saliency | mask | "
+                              f"repainted")
+    elif pool.source_labels is not None:
+        img2img_gallery(train.images, pool.sources, pool.images, pool.labels, pool.weights,
+                        train.labels, class_names, directory / "img2img_gallery.png",
+                        title=f"{plan.pool.variation.describe()}: source | variants (target "
+                              f"class, its label share)")
+
+
 def train_fn(config: dict, planner: TrialPlanner) -> None:
     """Tune trainable. `config` holds the swept axes; `planner` resolves them."""
     plan = planner.trial_plan(config)
 
     # 1. Real splits, plus the synthetic prefix this trial reads.
-    splits = load_splits(planner.dataset.model_dump())
+    splits = load_splits(plan.dataset)
     train = splits.train
     synthetic_images = np.zeros((0, *train.images.shape[1:]), np.uint8)
     synthetic_labels = np.zeros((0,), np.int64)
@@ -56,6 +74,10 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     images, labels, is_synthetic = compose(train.images, train.labels, synthetic_images,
                                            synthetic_labels, plan.synthetic_ratio,
                                            planner.synthesis_mode, plan.seed)
+    # Variants translated toward another class keep part of their source's label.
+    targets = soft_targets(labels, is_synthetic, train.num_classes,
+                           pool.source_labels if pool is not None else None,
+                           pool.weights if pool is not None else None)
     # Filtering drops rows of this trial's training set; the pool itself stays as it is.
     rejected = 0
     if plan.filter_threshold > 0 and is_synthetic.any():
@@ -65,6 +87,7 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
                               plan.filter_threshold)
         rejected = int((~keep).sum())
         images, labels, is_synthetic = images[keep], labels[keep], is_synthetic[keep]
+        targets = targets[keep] if targets is not None else None
         synthetic_images, synthetic_labels = images[is_synthetic], labels[is_synthetic]
     cost = {"synthetic_images_generated_for_trial": int(synthesis["generated"]),
             "synthetic_images_reused": int(synthesis["reused"]),
@@ -101,12 +124,7 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
             else:
                 write_trial_artifacts(Path(directory) / "artifacts", final, metrics, splits,
                                       synthetic_images, synthetic_labels)
-                if pool is not None and pool.sources is not None:
-                    inpaint_gallery(train.images[pool.sources], pool.saliency, pool.masks,
-                                    pool.images, pool.labels, list(train.class_names),
-                                    Path(directory) / "artifacts" / "inpaint_gallery.png",
-                                    title=f"{plan.pool.mask.describe()}: original | saliency "
-                                          f"| mask | repainted")
+                write_gallery(Path(directory) / "artifacts", plan, pool, train)
             tune.report({**metrics, **cost}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU; a trial
@@ -116,7 +134,8 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
         cap_gpu_memory(plan.gpu_memory_fraction, device)
     with explain_out_of_memory(f"trial {plan.swept}",
                                "lower training.batch_size or raise tune.gpus_per_trial"):
-        train_classifier(TrialData(images, labels, is_synthetic, splits), planner.training,
+        train_classifier(TrialData(images, labels, is_synthetic, splits, targets),
+                         planner.training,
                          backbone=plan.backbone, augmentation=plan.online_augmentation,
                          seed=plan.seed, metric=planner.metric, mode=planner.mode, device=device,
                          report=report, resume=resume)

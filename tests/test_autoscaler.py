@@ -191,6 +191,12 @@ def test_the_autoscaler_adds_gpu_workers_for_the_sweep_and_removes_them(
     assert main(["validate", str(spec), "--address", cluster.address, *storage,
                  "--set", "tune.gpus_per_trial=2"]) == 2
     assert "no node of the cluster has more than 1" in capsys.readouterr().err
+    # Across nodes, four quarter-GPU actors may each sit on a GPU of its own and leave none
+    # whole for a one-GPU trial (on one node they would pack onto one GPU).
+    assert main(["validate", str(spec), "--address", cluster.address, *storage,
+                 "--set", "synthesis.actors=4", "--set", "synthesis.gpus_per_actor=0.25",
+                 "--set", "tune.gpus_per_trial=1"]) == 2
+    assert "wait forever" in capsys.readouterr().err
 
     # 3. The sweep: one generator actor and four trials, each wanting half a GPU.
     code = main(["run", str(spec), "--address", cluster.address, *storage, *GPU_SETTINGS,

@@ -9,7 +9,8 @@ import pytest
 from raysweep.data import ImageDataset
 from raysweep.generators import create_generator
 from raysweep.synthesis.identity import Mask, PoolId
-from raysweep.synthesis.inpaint import Masking, Repainter, inpaint_order, source_order
+from raysweep.synthesis.inpaint import Masking, Repainter, inpaint_order
+from raysweep.synthesis.sources import source_order
 from raysweep.synthesis.kinds import trial_source
 from raysweep.store import PoolImages, SyntheticStore
 from raysweep.training.reference import ReferenceOptions

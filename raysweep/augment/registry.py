@@ -155,14 +155,15 @@ class Augmentation(nn.Module):
 
         Args:
             x: float images (B, C, H, W) in [0, 1], on any device.
-            y: int64 class indices (B,), same device as `x`.
+            y: int64 class indices (B,), or soft labels (B, K) whose rows sum to 1 (img2img
+                variants translated toward another class), same device as `x`.
 
         Returns:
             Augmented images (B, C, H, W) and soft labels (B, K) whose rows sum to 1.
         """
         if x.dim() != 4:
             raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
-        y_soft = F.one_hot(y.long(), self.num_classes).to(x.dtype)
+        y_soft = y.to(x.dtype) if y.dim() == 2 else F.one_hot(y.long(), self.num_classes).to(x.dtype)
         if not self.training:
             return x, y_soft
         for component in self.components:

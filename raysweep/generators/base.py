@@ -15,6 +15,9 @@ class Generator(Protocol):
     """
 
     name: str
+    # What it can do, first what it does when named on its own: "sample" (from scratch),
+    # "inpaint" (repaint masks of real images), "img2img" (vary real images).
+    families: tuple[str, ...] = ("sample",)
 
     def config(self) -> dict[str, Any]:
         """Every hyperparameter that changes the weights or the samples (hashed into keys)."""

@@ -25,6 +25,7 @@ class _MaskControl:
     """What both controls share: no training, a tiny saved config, the input checks."""
 
     name = ""
+    families = ("inpaint",)  # they repaint masks only (see synthesis.kinds)
 
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
             progress: Callable[[str], None] | None = None) -> None:

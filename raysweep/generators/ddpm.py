@@ -142,6 +142,7 @@ class DDPMGenerator:
     """
 
     name = "ddpm"
+    families = ("sample", "inpaint")  # see synthesis.kinds
 
     def __init__(
         self,

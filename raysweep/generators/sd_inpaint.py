@@ -125,6 +125,7 @@ class StableDiffusionInpaintGenerator(ClassPrompts):
     """
 
     name = "sd-inpaint"
+    families = ("inpaint",)  # it repaints masks only (see synthesis.kinds)
 
     def __init__(
         self,

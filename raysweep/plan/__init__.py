@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raysweep.data import DataSplits, load_splits
+from raysweep.errors import UserError
 from raysweep.plan.budget import check_budget, check_threads, local_resources
 from raysweep.plan.names import check_names
 from raysweep.plan.pools import (MAX_POOL_IMAGES, PoolRequest, generators_used, planned_pools,
@@ -18,6 +19,7 @@ from raysweep.plan.pools import (MAX_POOL_IMAGES, PoolRequest, generators_used, 
 from raysweep.plan.reference import reference_options, uses_reference
 from raysweep.plan.space import describe_axis, fixed_configs, param_space, proposer, scheduler
 from raysweep.plan.trials import TrialPlan, TrialPlanner, service_name
+from raysweep.plan.yardstick import REAL_PER_CLASS, check_yardstick, yardstick_configs
 from raysweep.spec import Spec
 from raysweep.store import SyntheticStore
 from raysweep.synthesis.kinds import SynthesisSource
@@ -35,8 +37,8 @@ class Plan:
         spec: the validated spec.
         splits: the real splits, loaded once.
         param_space: Tune's search space of the `sweep:` axes.
-        configs: every trial's config, when the search knows them up front (grid, random);
-            None for Optuna.
+        configs: every trial's config, when the search knows them up front (grid, random,
+            with the yardstick's real-only arms); None for Optuna.
         trial_count: how many trials the search runs.
         pools: every pool the trials can read, each sized for the largest ratio.
         resources: what each trial asks Ray for (`cpu`, `gpu`).
@@ -44,6 +46,7 @@ class Plan:
         fixed_params: what every trial's MLflow run records besides its swept values.
         sources: synthesis source name -> the source.
         reference: the sweep's reference classifier, when masks, filtering or judging use it.
+        extra: configs that run besides a model-based searcher's (Optuna): the yardstick's.
     """
 
     spec: Spec
@@ -57,6 +60,7 @@ class Plan:
     fixed_params: dict = field(default_factory=dict)
     sources: dict[str, SynthesisSource] = field(default_factory=dict)
     reference: ReferenceOptions | None = None
+    extra: list[dict] = field(default_factory=list)
 
     def trial_planner(self, sweep_id: str, store_root: str) -> TrialPlanner:
         """The per-trial resolver for this sweep: its services are named after `sweep_id`,
@@ -120,6 +124,8 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
     if spec.needs_synthetic:
         SyntheticStore(spec.store.path).check()
     splits = load_splits(spec.dataset.model_dump())
+    check_translation(spec, splits)
+    check_yardstick(spec, splits)
     pools = planned_pools(spec, len(splits.train))
     resources = {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial}
     fixed = {"dataset": spec.dataset.name, "per_class": spec.dataset.per_class,
@@ -127,9 +133,22 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
              "batch_size": spec.training.batch_size, "lr": spec.training.lr,
              "input_size": spec.training.input_size, "pretrained": spec.training.pretrained,
              "train_images_real": len(splits.train)}
-    space = param_space(spec)
+    space = {**param_space(spec), REAL_PER_CLASS: spec.dataset.per_class}
     configs = fixed_configs(spec, space)
-    count = len(configs) if configs is not None else spec.tune.num_samples
+    extra = yardstick_configs(spec, configs)
+    if configs is not None:
+        configs, extra = configs + extra, []
+    count = len(configs) if configs is not None else spec.tune.num_samples + len(extra)
     return Plan(spec, splits, space, configs, count, pools, resources, generators_used(spec),
                 fixed, sources_used(spec),
-                reference_options(spec) if uses_reference(spec) else None)
+                reference_options(spec) if uses_reference(spec) else None, extra)
+
+
+def check_translation(spec: Spec, splits: DataSplits) -> None:
+    """`translation: other` moves an image toward another class: there must be one."""
+    if "other" in spec.axes()["translation"].candidates() and \
+            any(source.img2img for source in sources_used(spec).values()) and \
+            splits.train.num_classes < 2:
+        raise UserError(f"sweep.translation: 'other' denoises toward another class, but "
+                        f"dataset {spec.dataset.name!r} has {splits.train.num_classes} class; "
+                        f"use translation: same")

@@ -15,7 +15,7 @@ from raysweep.errors import UserError
 from raysweep.plan.pools import generators_used, sources_used
 from raysweep.plan.reference import reference_options
 from raysweep.spec import Spec
-from raysweep.synthesis.kinds import split_augmentation, trial_source
+from raysweep.synthesis.kinds import families_of, split_augmentation, trial_source
 
 def check_names(spec: Spec) -> None:
     """Every name in the spec exists in its registry; one-line UserError otherwise."""
@@ -23,12 +23,16 @@ def check_names(spec: Spec) -> None:
     for value in axes["augmentation"].candidates():
         check_augmentation(split_augmentation(value)[1], spec.training.augmentation_params)
     for name, source in sources_used(spec).items():
-        generator = check_generator(source.generator, spec.generator.options_for(source.generator))
-        if source.inpaint and not hasattr(generator, "sample_inpaint"):
-            raise UserError(f"sweep.augmentation: inpainting asks generator {source.generator!r}, "
-                            f"which cannot inpaint; set generator.name to ddpm or sd-inpaint, or "
-                            f"use blur or erase")
+        check_generator(source.generator, spec.generator.options_for(source.generator))
+        if source.family not in families_of(source.generator):
+            fix = {"inpaint": "set generator.name to ddpm or sd-inpaint, or use blur or erase",
+                   "img2img": "set generator.name to ddpm or sd-img2img",
+                   "sample": "pick a generator that samples (ddpm, dcgan, vae, sd-text2img)"}
+            raise UserError(f"sweep.augmentation: {source.family} asks generator "
+                            f"{source.generator!r}, which cannot {source.family}; "
+                            f"{fix[source.family]}")
     check_masks(spec)
+    check_variations(spec)
     for name in axes["backbone"].candidates():
         check_backbone(name, spec.training.pretrained)
     for name in spec.training.tta.transforms:
@@ -80,27 +84,47 @@ def check_generator(name: str, options: dict) -> None:
     return generator
 
 
+def check_family_axes(spec: Spec, family: str, names: tuple[str, ...], kinds: str,
+                      what: str) -> None:
+    """The axes `names` mean something only to trials of `family`: swept while other trials
+    would ignore them (another kind, or ratio 0), they would only repeat those trials."""
+    axes = spec.axes()
+    swept = [name for name in names if not axes[name].is_fixed]
+    if not swept:
+        return
+    ignoring = sorted({value for value in axes["augmentation"].candidates()
+                       if trial_source(value, spec.generator.name).family != family})
+    if ignoring or not spec.needs_synthetic:
+        using = f"augmentation {', '.join(map(repr, ignoring))}" if ignoring else \
+            "synthetic_ratio 0 (no synthetic images)"
+        raise UserError(f"sweep.{swept[0]}: swept, but trials with {using} use no {what} and "
+                        f"would repeat identically; fix {swept[0]} to one value or use "
+                        f"{kinds}")
+    if 0 in [float(v) for v in axes["synthetic_ratio"].candidates()]:
+        raise UserError(f"sweep.{swept[0]}: swept, but trials at synthetic_ratio 0 use no {what} "
+                        f"and would repeat once per value; drop 0 from synthetic_ratio and add "
+                        f"the real-only baseline with `yardstick: {{per_class: [...]}}` (or run "
+                        f"it as its own sweep, e.g. search_spaces/ratio.yaml)")
+    for name in swept:
+        if axes[name].kind in ("uniform", "loguniform", "randint"):
+            raise UserError(f"sweep.{name}: each value needs its own pool; give values as a "
+                            f"list, e.g. [0.25, 0.5]")
+
+
+def check_variations(spec: Spec) -> None:
+    """Strength and translation mean something only to img2img trials; `other` needs two
+    classes at least."""
+    check_family_axes(spec, "img2img", ("strength", "translation"), "an img2img kind (img2img, "
+                      "sd-img2img)", "strength or translation")
+
+
 def check_masks(spec: Spec) -> None:
     """Mask axes mean something only to inpainting trials; the saliency model must be buildable."""
-    axes, sources = spec.axes(), sources_used(spec)
-    swept = [name for name in ("mask_fraction", "mask_region") if not axes[name].is_fixed]
-    ignoring = sorted({value for value in axes["augmentation"].candidates()
-                       if not trial_source(value, spec.generator.name).inpaint})
-    if swept and (ignoring or not spec.needs_synthetic):
-        kinds = f"augmentation {', '.join(map(repr, ignoring))}" if ignoring else \
-            "synthetic_ratio 0 (no synthetic images)"
-        raise UserError(f"sweep.{swept[0]}: swept, but trials with {kinds} use no masks and "
-                        f"would repeat identically; fix {swept[0]} to one value or use an "
-                        f"inpainting kind (inpaint, blur, erase)")
-    if swept and 0 in [float(v) for v in axes["synthetic_ratio"].candidates()]:
-        raise UserError(f"sweep.{swept[0]}: swept, but trials at synthetic_ratio 0 use no masks "
-                        f"and would repeat once per mask value; drop 0 from synthetic_ratio (run "
-                        f"the baseline as its own sweep, e.g. search_spaces/ratio.yaml)")
+    sources = sources_used(spec)
+    check_family_axes(spec, "inpaint", ("mask_fraction", "mask_region"),
+                      "an inpainting kind (inpaint, blur, erase)", "masks")
     if not any(source.inpaint for source in sources.values()):
         return
-    if axes["mask_fraction"].kind in ("uniform", "loguniform", "randint"):
-        raise UserError("sweep.mask_fraction: each fraction needs its own inpainted pool, made "
-                        "before trials start; give fractions as a list, e.g. [0.1, 0.3]")
     saliency = spec.saliency
     from raysweep.saliency import list_cam_methods
 

@@ -1,7 +1,8 @@
 """Which pools a sweep needs: the synthesis sources its trials draw from, and each pool's size.
 
-Each pool is a `PoolId` (source, seed, mask), made here once; the plan asks for the first
-`count` images of each, the largest prefix any trial of the sweep can read.
+Each pool is a `PoolId` (source, seed, and a mask or a variation for sources that start from
+real images), made here once; the plan asks for the first `count` images of each, the largest
+prefix any trial of the sweep can read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from raysweep.errors import UserError
 from raysweep.spec import Spec
-from raysweep.synthesis.identity import Mask, PoolId
+from raysweep.synthesis.identity import Mask, PoolId, Variation
 from raysweep.synthesis.kinds import SynthesisSource, trial_source
 from raysweep.training.compose import synthetic_count
 
@@ -59,7 +60,17 @@ def planned_pools(spec: Spec, n_real: int) -> list[PoolRequest]:
                         f"ratio or dataset.per_class")
     masks = [Mask(fraction, region) for fraction in axes["mask_fraction"].candidates()
              for region in axes["mask_region"].candidates()]
-    return [PoolRequest(PoolId(name, seed, mask), count)
-            for name, source in sources.items()
-            for seed in axes["seed"].candidates()
-            for mask in (masks if source.inpaint else [None])]
+    variations = [Variation(strength, translation)
+                  for strength in axes["strength"].candidates()
+                  for translation in axes["translation"].candidates()]
+    requests = []
+    for name, source in sources.items():
+        for seed in axes["seed"].candidates():
+            if source.inpaint:
+                requests += [PoolRequest(PoolId(name, seed, mask=mask), count) for mask in masks]
+            elif source.img2img:
+                requests += [PoolRequest(PoolId(name, seed, variation=variation), count)
+                             for variation in variations]
+            else:
+                requests.append(PoolRequest(PoolId(name, seed), count))
+    return requests

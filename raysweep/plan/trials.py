@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raysweep.spec import DatasetSpec, TrainingSpec
-from raysweep.synthesis.identity import Mask, PoolId
+from raysweep.synthesis.identity import Mask, PoolId, Variation
 from raysweep.synthesis.kinds import split_augmentation, trial_source
 from raysweep.training.compose import synthetic_count
 from raysweep.training.reference import ReferenceOptions
@@ -61,12 +61,16 @@ class TrialPlanner:
             source = trial_source(config["augmentation"], self.default_generator)
             mask = Mask(config["mask_fraction"], config["mask_region"]) if source.inpaint \
                 else None
-            pool = PoolId(source.name, config["seed"], mask)
+            variation = Variation(config["strength"], config["translation"]) \
+                if source.img2img else None
+            pool = PoolId(source.name, config["seed"], mask, variation)
+        per_class = config.get("real_per_class", self.dataset.per_class)
         return TrialPlan(
             planner=self, swept=dict(config), backbone=str(config["backbone"]),
             online_augmentation=split_augmentation(config["augmentation"])[1],
             synthetic_ratio=ratio, filter_threshold=float(config.get("filter_threshold", 0.0)),
-            seed=int(config["seed"]), pool=pool, n_synthetic=n_synthetic)
+            seed=int(config["seed"]), pool=pool, n_synthetic=n_synthetic,
+            real_per_class=None if per_class is None else int(per_class))
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class TrialPlan:
         seed: the trial's seed (model init, batches, augmentation, its pool).
         pool: the pool it reads a prefix of; None when it reads no synthetic image.
         n_synthetic: how many pool images it reads (a prefix of the pool).
+        real_per_class: real training images per class it trains on: the spec's
+            `dataset.per_class`, or a yardstick arm's size.
     """
 
     planner: TrialPlanner
@@ -95,6 +101,7 @@ class TrialPlan:
     seed: int
     pool: PoolId | None
     n_synthetic: int
+    real_per_class: int | None
 
     @property
     def generator(self) -> str | None:
@@ -105,6 +112,11 @@ class TrialPlan:
     def service(self) -> str | None:
         """The Ray actor name of the synthesis service that fills its pool."""
         return self.planner.services[self.pool.source] if self.pool is not None else None
+
+    @property
+    def dataset(self) -> dict:
+        """The `dataset:` block this trial loads its splits with (its own per_class)."""
+        return {**self.planner.dataset.model_dump(), "per_class": self.real_per_class}
 
     @property
     def requester(self) -> str:

@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from raysweep.report.runs import NUMERIC_AXES
+from raysweep.spec import NUMERIC_AXES
 
 
 def param_importances(trials: pd.DataFrame, axes: list[str], metric: str) -> dict[str, float]:
@@ -21,9 +21,11 @@ def param_importances(trials: pd.DataFrame, axes: list[str], metric: str) -> dic
     names = [a for a in [*axes, "seed"] if a in scored and scored[a].nunique() > 1]
     if len(names) < 2 or len(scored) < 2:
         return {}
+    # A seed is a label, not a quantity: categorical, like the named axes.
+    numeric = {name for name in names if name in NUMERIC_AXES and name != "seed"}
     distributions = {}
     for name in names:
-        if name in NUMERIC_AXES:
+        if name in numeric:
             distributions[name] = FloatDistribution(float(scored[name].min()),
                                                     float(scored[name].max()))
         else:
@@ -31,7 +33,7 @@ def param_importances(trials: pd.DataFrame, axes: list[str], metric: str) -> dic
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     for _, row in scored.iterrows():
-        params = {n: float(row[n]) if n in NUMERIC_AXES else str(row[n]) for n in names}
+        params = {n: float(row[n]) if n in numeric else str(row[n]) for n in names}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                   value=float(row[metric])))
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from raysweep.report.runs import NUMERIC_AXES  # noqa: E402
+from raysweep.spec import NUMERIC_AXES  # noqa: E402
 from raysweep.report.stats import MIN_SEEDS  # noqa: E402
 
 
@@ -114,3 +114,35 @@ def plot_importance(importances: dict[str, float], path: Path, title: str) -> Pa
     ax.set_xlabel("importance (Optuna fANOVA)")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+def plot_yardstick(curve: pd.DataFrame, equivalents: pd.DataFrame, metric: str, path: Path,
+                   title: str) -> Path:
+    """The metric against real images per class (real-only arms, mean ± 95% CI), with each
+    synthetic arm drawn at its metric and placed at its real-data equivalent."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    for backbone, group in curve.groupby("backbone", sort=True):
+        line = ax.errorbar(group["size"], group["mean"], yerr=np.nan_to_num(group["ci95"]),
+                           marker="s", capsize=3, label=f"real only ({backbone})")
+        arms = equivalents[equivalents["backbone"] == backbone]
+        for row in arms.itertuples():
+            ax.axhline(row.mean, color=line[0].get_color(), alpha=0.25, lw=0.8)
+            marker = {0: "o", 1: ">", -1: "<"}[row.censored]
+            ax.plot(row.equivalent, row.mean, marker=marker, ms=7, ls="none",
+                    label=f"{row.arm} ≈ {_equivalent_text(row)}")
+    ax.set_xscale("log", base=2)
+    sizes = sorted(curve["size"].unique())
+    ax.set_xticks(sizes, [f"{size:g}" for size in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("real training images per class")
+    ax.set_ylabel(f"{metric} (mean over seeds)")
+    ax.set_title(title + "\nsynthetic arms placed on the real-only curve", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def _equivalent_text(row) -> str:
+    from raysweep.report.yardstick import Equivalent
+
+    return Equivalent(row.equivalent, row.censored).describe()

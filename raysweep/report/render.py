@@ -57,6 +57,9 @@ def as_text(report: Report) -> str:
         shown["diff_ci95"] = [_ci(v) if d else "" for v, d in zip(shown["diff_ci95"], has_diff)]
         shown["pairs"] = [f"{int(v)}" if d else "" for v, d in zip(shown["pairs"], has_diff)]
     lines.append(shown.to_string(index=False))
+    if not report.equivalents.empty:
+        lines += ["", equivalents_heading(report)]
+        lines += [f"  {line}" for line in equivalent_lines(report.equivalents)]
     if report.sampled:
         lines += ["", "best trials:", report.best.to_string(index=False)]
     quality = sweep.quality
@@ -81,6 +84,7 @@ def as_json(report: Report) -> dict:
             "seeds": sweep.seeds(), "axes": report.axes, "notes": report.notes,
             "table": records(comparison_table(report)), "best_trials": records(report.best),
             "param_importance": report.importances,
+            "real_equivalents": records(report.equivalents), "real_curve": records(report.curve),
             "synthetic_quality": records(sweep.quality),
             "trial_cost_seconds": dict(zip(sweep.trials["run_id"], map(float, report.cost)))}
 
@@ -98,6 +102,11 @@ def as_html(report: Report) -> str:
              f"{html.escape(report.metric)}, parent run {sweep.parent_run_id}</p>"]
     parts += [f"<p><b>note:</b> {html.escape(n)}</p>" for n in report.notes]
     parts += ["<h2>Comparison</h2>", comparison_table(report).to_html(index=False, na_rep="n/a")]
+    if not report.equivalents.empty:
+        parts += ["<h2>Worth how many real images?</h2>",
+                  f"<p>{html.escape(equivalents_heading(report))}</p><ul>"]
+        parts += [f"<li>{html.escape(line)}</li>" for line in equivalent_lines(report.equivalents)]
+        parts.append("</ul>")
     if report.sampled:
         parts += ["<h2>Best trials</h2>", report.best.to_html(index=False)]
     if not sweep.quality.empty:
@@ -135,6 +144,30 @@ def write_report(report: Report, out_dir: Path, formats: list[str]) -> list[Path
         for figure in report.figures:
             Path(figure).unlink(missing_ok=True)
     return written
+
+
+def equivalents_heading(report: Report) -> str:
+    sizes = ", ".join(f"{s:g}" for s in sorted(report.curve["size"].unique()))
+    return (f"real-data equivalent of each synthetic arm ({report.metric}; real-only arms at "
+            f"{sizes} images per class, monotone interpolation over seeds, 95% CI by "
+            f"resampling seeds):")
+
+
+def equivalent_lines(equivalents: pd.DataFrame) -> list[str]:
+    """`synthetic_ratio=2 ≈ 140 real images per class (95% CI 95-210)`, one per arm."""
+    from raysweep.report.yardstick import Equivalent
+
+    lines = []
+    for row in equivalents.itertuples():
+        estimate = Equivalent(row.equivalent, row.censored).describe()
+        if math.isnan(row.ci_low):
+            ci = f"no CI: {row.n} seed(s)"
+        else:
+            ci = (f"95% CI {Equivalent(row.ci_low, row.ci_low_censored).describe()}–"
+                  f"{Equivalent(row.ci_high, row.ci_high_censored).describe()}")
+        lines.append(f"{row.arm} ≈ {estimate} real images per class ({ci}; "
+                     f"{row.mean:.4f})")
+    return lines
 
 
 def _feature_network(sweep) -> str:

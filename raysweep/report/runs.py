@@ -15,13 +15,14 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.errors import UserError
 from raysweep.redaction import redact_uri
+from raysweep.spec import AXES as SPEC_AXES
+from raysweep.spec import NUMERIC_AXES
 from raysweep.tracking import SWEEP_TAG
 
 ROLE_TAG = "raysweep.role"
+REAL_PER_CLASS = "real_per_class"  # raysweep.plan.yardstick.REAL_PER_CLASS
 # The spec's axes in the order the report discusses them; seed is the repeat, not an axis.
-AXES = ("synthetic_ratio", "mask_fraction", "mask_region", "filter_threshold", "augmentation",
-        "backbone")
-NUMERIC_AXES = ("synthetic_ratio", "mask_fraction", "filter_threshold")
+AXES = tuple(axis for axis in SPEC_AXES if axis != "seed")
 
 
 @dataclass
@@ -41,9 +42,18 @@ class Sweep:
     def search_alg(self) -> str:
         return self.params.get("search_alg", "grid")
 
+    @property
+    def main_trials(self) -> pd.DataFrame:
+        """The sweep's own trials: all but the yardstick's larger real-only arms."""
+        trials = self.trials
+        if REAL_PER_CLASS not in trials or trials[REAL_PER_CLASS].nunique() < 2:
+            return trials
+        return trials[trials[REAL_PER_CLASS] == trials[REAL_PER_CLASS].min()]
+
     def swept_axes(self) -> list[str]:
-        """Axes whose value differs between trials (seed excluded)."""
-        return [a for a in AXES if a in self.trials and self.trials[a].nunique() > 1]
+        """Axes whose value differs between the sweep's own trials (seed excluded)."""
+        trials = self.main_trials
+        return [a for a in AXES if a in trials and trials[a].nunique() > 1]
 
     def seeds(self) -> int:
         return int(self.trials["seed"].nunique()) if "seed" in self.trials else 1
@@ -101,7 +111,7 @@ def load_sweep(tracking_uri: str, sweep_id: str, experiment: str | None = None) 
         for prefix in ("params.", "metrics."):
             if column.startswith(prefix):
                 table[column[len(prefix):]] = trials[column]
-    for axis in NUMERIC_AXES + ("seed",):
+    for axis in (*NUMERIC_AXES, REAL_PER_CLASS):
         if axis in table:
             table[axis] = pd.to_numeric(table[axis])
     experiment_name = MlflowClient(tracking_uri).get_experiment(parent["experiment_id"]).name

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from raysweep.spec import SYNTHESIS_AXES
+
 MIN_SEEDS = 3
 # The value of an axis that means "no intervention": what every other value is compared with.
 BASELINES = {"synthetic_ratio": 0.0, "mask_fraction": 0.0, "filter_threshold": 0.0,
@@ -91,3 +93,28 @@ def generation_cost(trials: pd.DataFrame, parent_metrics: dict) -> pd.Series:
     used = trials.get("synthetic_images_used", pd.Series(0.0, index=trials.index)).fillna(0.0)
     train = trials.get("train_seconds", pd.Series(0.0, index=trials.index)).fillna(0.0)
     return train + per_image * used
+
+
+def share_baseline(trials: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Real-only trials (ratio 0) read no synthetic image, so the swept synthesis axes (masks,
+    strength, translation, filter threshold) and the synthesis kind in `augmentation` do not
+    apply to them: they are the baseline of every such context, and a copy of each goes into
+    every context whose online augmentation is theirs."""
+    from raysweep.synthesis.kinds import split_augmentation
+
+    swept = [a for a in axes if a in SYNTHESIS_AXES or a == "augmentation"]
+    if not swept or "synthetic_ratio" not in trials:
+        return trials
+    real = trials[trials["synthetic_ratio"] == 0]
+    other = trials[trials["synthetic_ratio"] != 0]
+    if real.empty or other.empty:
+        return trials
+    contexts = other[swept].drop_duplicates()
+    if "augmentation" not in swept:
+        shared = real.drop(columns=swept).merge(contexts, how="cross")
+        return pd.concat([other, shared], ignore_index=True)
+    online = lambda values: values.map(lambda v: split_augmentation(v)[1])  # noqa: E731
+    shared = real.drop(columns=swept).assign(_online=online(real["augmentation"])).merge(
+        contexts.assign(_online=online(contexts["augmentation"])), on="_online")
+    kept = real[~online(real["augmentation"]).isin(shared["_online"])]  # no synthetic peer
+    return pd.concat([other, shared.drop(columns="_online"), kept], ignore_index=True)

@@ -42,8 +42,8 @@ from raysweep.store.backends import TEMP_PREFIX, UnsafePath, check_path, create_
 
 MANIFEST = "manifest.json"
 META = "meta.json"
-# Optional per-image arrays of inpainted pools (see PoolImages).
-_PROVENANCE = ("sources", "masks", "saliency")
+# Optional per-image arrays of pools made from real images (see PoolImages).
+_PROVENANCE = ("sources", "masks", "saliency", "source_labels", "weights")
 SHARD_NAME = re.compile(r"shard-\d{5,}(-[0-9a-f]{8})?\.npz")
 KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 # Conditional manifest writes that lose a race are retried; this many losses in a row means
@@ -69,9 +69,11 @@ def content_key(fields: dict) -> str:
 class PoolImages:
     """A slice of a pool: uint8 images (N,H,W,C), their labels and their per-image seeds.
 
-    Inpainted pools also record provenance: `sources` (the index of each image's real source
-    in the training split), `masks` (bool (N,H,W), True = repainted) and `saliency` (the
-    source's saliency map as uint8 (N,H,W)); None in class-conditional pools.
+    Pools made from real images record provenance: `sources` (the index of each image's real
+    source in the training split); inpainted ones `masks` (bool (N,H,W), True = repainted) and
+    `saliency` (the source's saliency map as uint8 (N,H,W)); img2img ones `source_labels` (the
+    source's class; `labels` is the class the image was denoised toward) and `weights` (float32
+    (N,): the soft label's share on `labels`, the rest on `source_labels`). None elsewhere.
     """
 
     images: np.ndarray
@@ -80,6 +82,8 @@ class PoolImages:
     sources: np.ndarray | None = None
     masks: np.ndarray | None = None
     saliency: np.ndarray | None = None
+    source_labels: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
 
 class SyntheticStore:

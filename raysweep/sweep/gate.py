@@ -49,11 +49,14 @@ class DataGate(Searcher):
             fixed list; one, for a searcher that learns from finished trials).
         reference_key: the store key of the reference classifier that filtering trials need;
             None when no trial filters.
+        extra: configs to run besides `inner`'s, never shown to it (the yardstick's real-only
+            arms beside a model-based searcher).
         poll_s: how stale the services' progress may be.
     """
 
     def __init__(self, inner: Searcher, planner: TrialPlanner, total: int, lookahead: int,
-                 reference_key: str | None = None, poll_s: float = 1.0):
+                 reference_key: str | None = None, extra: list[dict] | None = None,
+                 poll_s: float = 1.0):
         super().__init__()
         self.inner = inner
         self.planner = planner
@@ -61,7 +64,8 @@ class DataGate(Searcher):
         self.lookahead = lookahead
         self.reference_key = reference_key
         self.view = ServicesView(planner.services, poll_s)
-        self.held: list[_Held] = []
+        # Extra configs wait here from the start; `inner` knows nothing of them (no inner id).
+        self.held: list[_Held] = [_Held("", dict(config)) for config in extra or []]
         self.handed = 0  # configs given to Tune, over the sweep's whole life
         self.drawn = 0  # configs taken from `inner`
         self.inner_done = False
@@ -84,7 +88,8 @@ class DataGate(Searcher):
         for index, held in enumerate(self.held):
             if self._ready(held.config, progress):
                 del self.held[index]
-                self.aliases[trial_id] = held.inner_id
+                if held.inner_id:
+                    self.aliases[trial_id] = held.inner_id
                 self.handed += 1
                 config = held.config
                 break

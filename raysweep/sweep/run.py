@@ -185,7 +185,8 @@ def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
     # out only trials whose data exists, so let as many wait for a slot as could run at once.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, min(plan.trial_count, 64))))
     gate = DataGate(proposer(spec, plan.configs), planner, total=plan.trial_count,
-                    lookahead=plan.trial_count if fixed else 1, reference_key=reference_key)
+                    lookahead=plan.trial_count if fixed else 1 + len(plan.extra),
+                    reference_key=reference_key, extra=plan.extra)
     return tune.Tuner(
         trainable,
         param_space=space,

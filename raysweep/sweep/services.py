@@ -62,10 +62,10 @@ class ServicesView:
         return self._progress
 
     def failure(self) -> str | None:
-        """The first failed service's one-line error, if any."""
-        for source, answer in self.progress().items():
+        """The first failed service's one-line error (it names its generator or pool), if any."""
+        for answer in self.progress().values():
             if answer.get("state") == "failed":
-                return f"synthesis source {source}: {answer.get('error')}"
+                return str(answer.get("error"))
         return None
 
 

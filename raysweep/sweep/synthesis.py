@@ -144,6 +144,7 @@ class SweepSynthesis:
         Raises:
             SynthesisFailed: a service failed.
         """
+        self.view.progress(fresh=True)
         error = self.failure()
         if error is not None:
             raise SynthesisFailed(error)

@@ -24,7 +24,8 @@ from raysweep.data import load_splits
 from raysweep.devices import GPUMemoryCapExceeded, cap_gpu_memory, explain_out_of_memory
 from raysweep.store import PoolImages, SyntheticStore
 from raysweep.synthesis.fitting import ensure_generator
-from raysweep.synthesis.identity import Mask
+from raysweep.synthesis.identity import Mask, Variation
+from raysweep.synthesis.img2img import Varier
 
 # An actor killed (OOM, node lost) is restarted and its request retried this many times.
 ACTOR_RESTARTS = 3
@@ -75,11 +76,27 @@ class GeneratorActor:
 
             self.repainter = Repainter(self.trained.generator, train, masking,
                                        SyntheticStore(store_root))
+        self.train = train
         self.load_seconds = time.perf_counter() - start
         self.images_generated = 0
         self.generate_seconds = 0.0
         if ledger is not None:
             ray.get(ledger.loaded.remote(os.getpid()), timeout=CALL_TIMEOUT_S)
+
+    @ray.method(max_task_retries=ACTOR_RESTARTS, retry_exceptions=[GPUMemoryCapExceeded])
+    def vary(self, sources: np.ndarray, targets: np.ndarray, seeds: np.ndarray,
+             variation: Variation, gamma: float) -> PoolImages:
+        """Pool images (with provenance and soft-label weights) varying these training images
+        toward `targets` at the variation's strength."""
+        start = time.perf_counter()
+        with explain_out_of_memory(f"generator actor {self.name} (pid {os.getpid()})",
+                                   "lower the generator's batch_size or raise "
+                                   "synthesis.gpus_per_actor"):
+            images = Varier(self.trained.generator, self.train).vary(sources, targets, seeds,
+                                                                     variation, gamma)
+        self.generate_seconds += time.perf_counter() - start
+        self.images_generated += len(seeds)
+        return images
 
     def busy(self) -> dict:
         """Seconds spent fitting (or loading) and generating: what the actor held its

@@ -1,11 +1,10 @@
 """Inpainted pools: real training images with a saliency mask repainted (seed 000's method).
 
-Image i of an inpainted pool repaints source `order[i % n]` of the training split, where
-`order` interleaves the classes (a seeded shuffle within each class), so every prefix is
-class-balanced and a ratio r reads r variants of each real image (variant i // n, with its own
-seed). Its mask takes `mask_fraction` of the pixels of the source's saliency map
-(`mask_region`), its noise comes from its per-image seed, so image i depends only on the pool's
-key fields and i, like any pool.
+Image i of an inpainted pool repaints a real training image (`sources.real_sources`: classes
+interleaved, so a ratio r reads r variants of each real image, each with its own seed). Its
+mask takes `mask_fraction` of the pixels of the source's saliency map (`mask_region`), its
+noise comes from its per-image seed, so image i depends only on the pool's key fields and i,
+like any pool.
 
 The key hashes the saliency model, CAM method, target layer, smoothing, region, fraction, the
 generator and its repainting settings, the training data and the seed; each image records its
@@ -21,7 +20,8 @@ import numpy as np
 from raysweep.data import ImageDataset
 from raysweep.store import PoolImages, SyntheticStore, content_key
 from raysweep.synthesis.identity import Mask
-from raysweep.synthesis.sampled import IMAGE_SEEDS, image_seeds
+from raysweep.synthesis.sampled import IMAGE_SEEDS
+from raysweep.synthesis.sources import real_sources
 from raysweep.training.reference import ReferenceOptions, ensure_reference_classifier
 
 
@@ -40,22 +40,11 @@ class Masking:
                 "target_layer": self.target_layer, "smoothing": self.smoothing}
 
 
-def source_order(labels: np.ndarray, seed: int) -> np.ndarray:
-    """Training-set indices, classes interleaved, seeded shuffle within each class."""
-    rng = np.random.default_rng(int(seed))
-    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    rounds = max(len(members) for members in per_class)
-    return np.array([members[r] for r in range(rounds) for members in per_class
-                     if r < len(members)], dtype=np.int64)
-
-
 def inpaint_order(labels: np.ndarray, seed: int, start: int, stop: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(source indices, labels, per-image seeds) of pool images [start, stop)."""
-    order = source_order(labels, seed)
-    index = np.arange(start, stop, dtype=np.int64)
-    sources = order[index % len(order)]
-    return sources, labels[sources], image_seeds(seed, index)
+    sources, _, seeds = real_sources(labels, seed, start, stop)
+    return sources, labels[sources], seeds
 
 
 def inpaint_pool_fields(generator: str, generator_key: str, weights_sha256: str,

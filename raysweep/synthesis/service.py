@@ -34,6 +34,7 @@ from raysweep.store import PoolImages, SyntheticStore
 from raysweep.synthesis.actors import ACTOR_RESTARTS, CALL_TIMEOUT_S, GeneratorActor, LoadLedger
 from raysweep.synthesis.fitting import generator_key
 from raysweep.synthesis.identity import PoolId
+from raysweep.synthesis.img2img import img2img_order, img2img_pool_fields, img2img_pool_key
 from raysweep.synthesis.inpaint import (Masking, inpaint_order, inpaint_pool_fields,
                                         inpaint_pool_key)
 from raysweep.synthesis.sampled import pool_key, pool_meta, pool_order
@@ -67,6 +68,8 @@ class SourceSetup:
         cpus_per_actor, gpus_per_actor: what each actor asks Ray for (0 CPU: it borrows one).
         chunk_size: images per request to an actor.
         masking: how an inpainting source makes its masks; None for other sources.
+        soft_label_gamma: an img2img source's soft labels toward another class put
+            strength ** gamma on it (`img2img.label_weight`).
     """
 
     source: str
@@ -79,6 +82,7 @@ class SourceSetup:
     gpus_per_actor: float
     chunk_size: int
     masking: Masking | None = None
+    soft_label_gamma: float = 0.5
 
     @property
     def threads(self) -> int:
@@ -256,12 +260,18 @@ class SynthesisService:
             await self._start_actors()
             key, weights = self.first["generator_key"], self.first["weights_sha256"]
         inpaint_config = getattr(generator, "inpaint_config", dict)()
+        img2img_config = getattr(generator, "img2img_config", dict)()
         for pool in self.planned:
             if pool.mask is not None:
                 fields = inpaint_pool_fields(setup.generator, key, weights, inpaint_config,
                                              setup.masking, self.train.fingerprint(), pool.seed,
                                              pool.mask)
                 pool_state = _Pool(inpaint_pool_key(fields), fields)
+            elif pool.variation is not None:
+                fields = img2img_pool_fields(setup.generator, key, weights, img2img_config,
+                                             self.train.fingerprint(), pool.seed,
+                                             pool.variation, setup.soft_label_gamma)
+                pool_state = _Pool(img2img_pool_key(fields), fields)
             else:
                 fields = (setup.generator, key, weights, self.train.num_classes, pool.seed)
                 pool_state = _Pool(pool_key(*fields), pool_meta(*fields))
@@ -379,11 +389,18 @@ class SynthesisService:
         size = self.setup.chunk_size
         starts = list(range(have, count, size))[:2 * len(self.actors)]  # bounded memory
         chunks = [(s, min(s + size, count)) for s in starts]
+        actors = [self.actors[i % len(self.actors)] for i in range(len(chunks))]
+        labels = self.train.labels
         if pool.mask is not None:
-            labels = self.train.labels
             orders = [inpaint_order(labels, pool.seed, a, b) for a, b in chunks]
-            refs = [self.actors[i % len(self.actors)].repaint.remote(sources, seeds, pool.mask)
-                    for i, (sources, _labels, seeds) in enumerate(orders)]
+            refs = [actor.repaint.remote(sources, seeds, pool.mask)
+                    for actor, (sources, _labels, seeds) in zip(actors, orders)]
+        elif pool.variation is not None:
+            orders = [img2img_order(labels, self.train.num_classes, pool.seed, pool.variation,
+                                    a, b) for a, b in chunks]
+            refs = [actor.vary.remote(sources, targets, seeds, pool.variation,
+                                      self.setup.soft_label_gamma)
+                    for actor, (sources, targets, seeds) in zip(actors, orders)]
         else:
             orders = [pool_order(self.train.num_classes, pool.seed, a, b) for a, b in chunks]
             refs = [self.actors[i % len(self.actors)].generate.remote(*order)

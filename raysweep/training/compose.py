@@ -6,7 +6,8 @@
 - `only`: round(ratio × n_real) synthetic images and no real ones.
 
 Synthetic images are always a prefix of one pool, so the set used at a smaller ratio is a
-subset of the set used at a larger one (for the same seed).
+subset of the set used at a larger one (for the same seed). Images varied toward another class
+(img2img, `translation: other`) carry soft labels (`soft_targets`).
 """
 
 from __future__ import annotations
@@ -73,3 +74,18 @@ def compose(real_images: np.ndarray, real_labels: np.ndarray, synthetic_images: 
     labels = np.concatenate([real_labels[keep], synthetic_labels[:n_synthetic]]).astype(np.int64)
     is_synthetic = np.concatenate([np.zeros(len(keep), bool), np.ones(n_synthetic, bool)])
     return images, labels, is_synthetic
+
+
+def soft_targets(labels: np.ndarray, is_synthetic: np.ndarray, num_classes: int,
+                 source_labels: np.ndarray | None, weights: np.ndarray | None) -> np.ndarray | None:
+    """Probability targets (N, K) for a training set whose synthetic rows (in order) have soft
+    labels: `weights` on their own label, the rest on `source_labels`; real rows stay one-hot.
+    None when no row needs one (every weight is 1)."""
+    if weights is None or source_labels is None or bool(np.all(weights >= 1.0)):
+        return None
+    targets = np.eye(num_classes, dtype=np.float32)[labels]
+    rows = np.flatnonzero(is_synthetic)
+    share = weights[:len(rows)].astype(np.float32)
+    targets[rows] *= share[:, None]
+    targets[rows, source_labels[:len(rows)]] += 1.0 - share
+    return targets

@@ -40,12 +40,15 @@ class TrialData:
         labels: int64 (N,) their labels.
         is_synthetic: bool (N,) True for synthetic rows.
         splits: the real splits: class names, channels, and the val/test sets.
+        targets: float32 (N, K) probability targets where some rows have soft labels
+            (`compose.soft_targets`); None: one-hot `labels`.
     """
 
     images: np.ndarray
     labels: np.ndarray
     is_synthetic: np.ndarray
     splits: DataSplits
+    targets: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ def train_classifier(data: TrialData, settings: TrainingSpec, *, backbone: str,
     num_classes, size = splits.train.num_classes, settings.input_size
 
     # 2. Tensors: on the device when they fit, else pinned on the host and copied per batch.
-    x_train, y_train = to_tensor(data.images, size), torch.from_numpy(data.labels)
+    # Soft targets where some rows have them; the augmentation takes either.
+    y_train = torch.from_numpy(data.targets if data.targets is not None else data.labels)
+    x_train = to_tensor(data.images, size)
     x_val, x_test = to_tensor(splits.val.images, size), to_tensor(splits.test.images, size)
     nbytes = sum(t.numel() * t.element_size() for t in (x_train, y_train, x_val, x_test))
     resident = fits_on_device(nbytes, device)
