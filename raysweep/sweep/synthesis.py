@@ -72,7 +72,6 @@ class SweepSynthesis:
         self.services: dict[str, object] = {}
         self.reference = None  # the training task's ObjectRef
         self.view = ServicesView(planner.services)
-        self.started = time.perf_counter()
 
     @property
     def reference_key(self) -> str | None:
@@ -164,12 +163,15 @@ class SweepSynthesis:
         return pools
 
     def _log_costs(self, client: MlflowClient, run_id: str, stats: dict) -> None:
+        started = client.get_run(run_id).info.start_time / 1000
         metrics = {}
         for name, stat in stats.items():
             first = stat["first"] or {}
             metrics[f"{name}_fit_seconds"] = first.get("fit_seconds", 0.0)
             metrics[f"{name}_reused"] = float(first.get("reused", True))
             metrics[f"{name}_load_seconds"] = first.get("load_seconds", 0.0)
+            if "loaded_at" in first:  # seconds after the parent run started: generator ready
+                metrics[f"{name}_ready_after_seconds"] = first["loaded_at"] - started
         metrics["generator_fit_seconds"] = sum(v for k, v in metrics.items()
                                                if k.endswith("_fit_seconds"))
         metrics["generator_reused"] = float(all(metrics[f"{n}_reused"] for n in stats))

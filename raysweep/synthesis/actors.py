@@ -78,6 +78,7 @@ class GeneratorActor:
                                        SyntheticStore(store_root))
         self.train = train
         self.load_seconds = time.perf_counter() - start
+        self.loaded_at = time.time()  # when its generator was ready (trained or loaded)
         self.images_generated = 0
         self.generate_seconds = 0.0
         if ledger is not None:
@@ -111,7 +112,7 @@ class GeneratorActor:
         return {"pid": os.getpid(), "generator_key": self.trained.key,
                 "weights_sha256": self.trained.weights_sha256, "reused": self.trained.reused,
                 "fit_seconds": self.trained.fit_seconds, "load_seconds": self.load_seconds,
-                "images_generated": self.images_generated,
+                "loaded_at": self.loaded_at, "images_generated": self.images_generated,
                 "generate_seconds": self.generate_seconds,
                 "inpaint_config": getattr(self.trained.generator, "inpaint_config", dict)(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
