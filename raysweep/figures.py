@@ -6,6 +6,7 @@ names along the left edge; confusion matrices are sklearn's `ConfusionMatrixDisp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -50,19 +51,76 @@ def inpaint_gallery(originals: np.ndarray, saliency: np.ndarray, masks: np.ndarr
                     per_class: int = 2, title: str = "") -> Path:
     """Rows of original | saliency map | mask | repainted, `per_class` rows for each class."""
     rows = [i for c in range(len(class_names)) for i in np.flatnonzero(labels == c)[:per_class]]
-    fig, axes = plt.subplots(len(rows), 4, figsize=(4 * 1.1, len(rows) * 1.1 + 0.5),
-                             squeeze=False)
-    for row, i in enumerate(rows):
-        gray = lambda image: image[..., 0] if image.shape[-1] == 1 else image  # noqa: E731
-        panels = [(gray(originals[i]), "gray", 255), (saliency[i], "jet", 255),
-                  (masks[i], "gray", 1), (gray(repainted[i]), "gray", 255)]
-        for col, (image, cmap, top) in enumerate(panels):
-            axes[row, col].imshow(image, cmap=cmap, vmin=0, vmax=top)
-            axes[row, col].axis("off")
-        axes[row, 0].text(-0.08, 0.5, class_names[labels[i]], fontsize=6, ha="right",
-                          va="center", transform=axes[row, 0].transAxes)
-    for col, name in enumerate(("original", "saliency", "mask", "repainted")):
-        axes[0, col].set_title(name, fontsize=7)
+    panels = [[Panel(originals[i], class_names[labels[i]]), Panel(saliency[i], cmap="jet"),
+               Panel(masks[i], top=1), Panel(repainted[i])] for i in rows]
+    return panel_grid(panels, ["original", "saliency", "mask", "repainted"], path, title)
+
+
+def img2img_gallery(sources: np.ndarray, source_index: np.ndarray, variants: np.ndarray,
+                    targets: np.ndarray, weights: np.ndarray, train_labels: np.ndarray,
+                    class_names: list[str], path: Path, per_class: int = 2,
+                    columns: int = 4, title: str = "") -> Path:
+    """Rows of source | its variants (up to `columns`), `per_class` sources of each class;
+    each variant is titled with the class it was denoised toward and that class's share of
+    its label (when below 1).
+
+    Args:
+        sources: the training images (uint8, N x H x W x C) the variants start from.
+        source_index: each variant's source (an index into `sources`).
+        variants, targets, weights: the variants, the class each was denoised toward and the
+            target's share of its soft label.
+        train_labels: the sources' classes.
+    """
+    chosen = []
+    for c in range(len(class_names)):
+        used = [s for s in dict.fromkeys(source_index.tolist()) if train_labels[s] == c]
+        chosen += used[:per_class]
+    panels = []
+    for source in chosen:
+        row = [Panel(sources[source], class_names[train_labels[source]])]
+        for i in np.flatnonzero(source_index == source)[:columns]:
+            name = class_names[targets[i]]
+            row.append(Panel(variants[i], caption=name if weights[i] >= 1
+                             else f"{name} {weights[i]:.2f}"))
+        panels.append(row)
+    return panel_grid(panels, ["source"] + ["variants"] + [""] * (columns - 1), path, title)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One image of a gallery: uint8 (H, W[, C]) shown on 0..`top`, with an optional row
+    label (first column) or caption."""
+
+    image: np.ndarray
+    label: str = ""
+    cmap: str = "gray"
+    top: int = 255
+    caption: str = ""
+
+
+def panel_grid(rows: list[list[Panel]], headers: list[str], path: Path, title: str) -> Path:
+    """A grid of image panels, one list per row, column headers on top."""
+    columns = len(headers)
+    fig, axes = plt.subplots(len(rows), columns,
+                             figsize=(columns * 1.1, len(rows) * 1.15 + 0.5), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(row):
+                continue
+            panel = row[c]
+            image = panel.image[..., 0] if panel.image.ndim == 3 and \
+                panel.image.shape[-1] == 1 else panel.image
+            ax.imshow(image, cmap=panel.cmap, vmin=0, vmax=panel.top)
+            if panel.caption:
+                ax.set_title(panel.caption, fontsize=6)
+            if panel.label:
+                ax.text(-0.08, 0.5, panel.label, fontsize=6, ha="right", va="center",
+                        transform=ax.transAxes)
+    for c, name in enumerate(headers):
+        if name:
+            axes[0, c].text(0.5, 1.3, name, fontsize=7, ha="center", transform=axes[0, c].transAxes)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
@@ -80,47 +138,5 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], path: Pa
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def img2img_gallery(sources: np.ndarray, source_index: np.ndarray, variants: np.ndarray,
-                    targets: np.ndarray, weights: np.ndarray, train_labels: np.ndarray,
-                    class_names: list[str], path: Path, per_class: int = 2,
-                    columns: int = 4, title: str = "") -> Path:
-    """Rows of source | its variants (up to `columns`), `per_class` sources of each class.
-
-    Args:
-        sources: the training images (uint8, N x H x W x C) the variants start from.
-        source_index: each variant's source (an index into `sources`).
-        variants, targets, weights: the variants, the class each was denoised toward and the
-            target's share of its soft label.
-        train_labels: the sources' classes.
-    """
-    chosen = []
-    for c in range(len(class_names)):
-        used = [s for s in dict.fromkeys(source_index.tolist()) if train_labels[s] == c]
-        chosen += used[:per_class]
-    fig, axes = plt.subplots(len(chosen), columns + 1,
-                             figsize=((columns + 1) * 1.1, len(chosen) * 1.15 + 0.5),
-                             squeeze=False)
-    gray = lambda image: image[..., 0] if image.shape[-1] == 1 else image  # noqa: E731
-    for row, source in enumerate(chosen):
-        panels = [(sources[source], class_names[train_labels[source]])]
-        for i in np.flatnonzero(source_index == source)[:columns]:
-            name = class_names[targets[i]]
-            panels.append((variants[i], name if weights[i] >= 1 else f"{name} {weights[i]:.2f}"))
-        for col in range(columns + 1):
-            ax = axes[row, col]
-            ax.axis("off")
-            if col < len(panels):
-                ax.imshow(gray(panels[col][0]), cmap="gray", vmin=0, vmax=255)
-                ax.set_title(panels[col][1], fontsize=6)
-    axes[0, 0].text(0.5, 1.35, "source", fontsize=7, ha="center",
-                    transform=axes[0, 0].transAxes)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

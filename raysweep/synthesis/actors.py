@@ -55,7 +55,7 @@ class GeneratorActor:
 
     def __init__(self, name: str, options: dict, dataset: dict, fit_seed: int,
                  store_root: str, threads: int, gpu_fraction: float, masking=None,
-                 ledger=None):
+                 ledger: str | None = None):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -81,8 +81,8 @@ class GeneratorActor:
         self.loaded_at = time.time()  # when its generator was ready (trained or loaded)
         self.images_generated = 0
         self.generate_seconds = 0.0
-        if ledger is not None:
-            ray.get(ledger.loaded.remote(os.getpid()), timeout=CALL_TIMEOUT_S)
+        if ledger is not None:  # its name: a handle among restartable arguments would warn
+            ray.get(ray.get_actor(ledger).loaded.remote(os.getpid()), timeout=CALL_TIMEOUT_S)
 
     @ray.method(max_task_retries=ACTOR_RESTARTS, retry_exceptions=[GPUMemoryCapExceeded])
     def vary(self, sources: np.ndarray, targets: np.ndarray, seeds: np.ndarray,

@@ -111,14 +111,15 @@ class SynthesisService:
 
     def __init__(self, setup: SourceSetup, pools: list[PoolId], store_root: str,
                  chunk_timeout_s: float = CHUNK_TIMEOUT_S,
-                 load_timeout_s: float = LOAD_TIMEOUT_S, ledger=None):
+                 load_timeout_s: float = LOAD_TIMEOUT_S):
         self.setup = setup
         self.train = load_splits(setup.dataset).train
         self.store = SyntheticStore(store_root)
         self.planned = list(pools)
         self.chunk_timeout_s = chunk_timeout_s
         self.load_timeout_s = load_timeout_s
-        self.ledger = ledger
+        self.ledger: str | None = None  # the name of the load ledger, once actors start
+        self._ledger = None
         self.pools: dict[PoolId, _Pool] = {}
         self.queue: list[PoolId] = []  # pools in the order their unmet demand arrived
         self.actors: list = []
@@ -234,7 +235,7 @@ class SynthesisService:
         """What the sweep logs: images generated per pool, keys, generator loads (None if the
         ledger was lost), the generator's fit, and actor seconds held against seconds busy."""
         try:
-            loads = await self.ledger.count.remote() if self.ledger is not None else 0
+            loads = await self._ledger.count.remote() if self._ledger is not None else 0
         except RayError:  # bookkeeping only: a lost ledger must not fail a finished sweep
             loads = None
         busy = sum(b["load_seconds"] + b["generate_seconds"] for b in self.busy)
@@ -295,6 +296,13 @@ class SynthesisService:
         if setup.gpus_per_actor == 0:  # Ray leaves CUDA_VISIBLE_DEVICES alone: hide the GPUs
             settings["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
         make = GeneratorActor.options(**settings)
+        if self._ledger is None:
+            # Beside the service (the driver's node). Actors get its name: a handle among an
+            # actor's arguments sits in the object store, which Ray warns about on restarts.
+            self.ledger = f"{ray.get_runtime_context().get_actor_name()}-loads"
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                  soft=False)
+            self._ledger = LoadLedger.options(name=self.ledger, scheduling_strategy=here).remote()
         arguments = (setup.generator, setup.options, setup.dataset, setup.fit_seed,
                      str(self.store.root), setup.threads, setup.gpus_per_actor, setup.masking,
                      self.ledger)
@@ -465,11 +473,10 @@ class SynthesisService:
 def start_service(setup: SourceSetup, pools: list[PoolId], store: SyntheticStore, name: str,
                   **timeouts):
     """Create the named service on this (the driver's) node and start its life; returns its
-    handle. It must outlive any worker node the sweep loses, as must its load ledger."""
+    handle. It must outlive any worker node the sweep loses."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    ledger = LoadLedger.options(scheduling_strategy=here).remote()
     service = SynthesisService.options(name=name, scheduling_strategy=here).remote(
-        setup, pools, str(store.root), ledger=ledger, **timeouts)
+        setup, pools, str(store.root), **timeouts)
     service.run.remote()
     return service
 
