@@ -1,8 +1,25 @@
-"""What every generator offers, and the registry that names them (timm-style)."""
+"""What every generator offers, the registry that names them (timm-style), and the base class
+raysweep's own generators share.
+
+`BaseGenerator` plays the part of diffusers' `ConfigMixin`: a constructor decorated with
+`@register_to_config` records every one of its arguments, so `config()` (what keys hash) and
+`save`/`load` (what a stored generator is rebuilt from) read the constructor's arguments in one
+place, and a new option cannot stay out of the key unseen. It is our own small version because
+importing `diffusers.configuration_utils` costs seconds in every process that imports the
+generators (`raysweep validate`, every actor), and diffusers' version also records which
+arguments were left at their defaults, which would make a key depend on how they were passed.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import contextlib
+import copy
+import functools
+import inspect
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
@@ -11,7 +28,9 @@ class Generator(Protocol):
     """A class-conditional image generator that raysweep fits itself or loads.
 
     Images go in and come out as uint8 arrays of shape (N, H, W, C), the same layout as
-    `raysweep.data.ImageDataset.images`.
+    `raysweep.data.ImageDataset.images`. Generators that vary real images also offer
+    `sample_inpaint(images, masks, labels, seeds)` with `inpaint_config()`, and
+    `sample_img2img(images, labels, seeds, strength)` with `img2img_config()`.
     """
 
     name: str
@@ -52,6 +71,222 @@ def resolve_auto(device: str, defaults: dict[str, dict[str, Any]], **options: An
     kind = device_kind(device)
     return {key: defaults[kind][key] if isinstance(value, str) and value == AUTO else value
             for key, value in options.items()}
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """How many of a sampler's `steps` an image-to-image call runs at `strength` in (0, 1]:
+    int(strength * steps), as diffusers' img2img pipelines count them (`get_timesteps`), but at
+    least one, so that every strength in (0, 1] changes the image."""
+    if not 0.0 < float(strength) <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+    return max(1, min(int(steps * float(strength)), int(steps)))
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Use `num_threads` intra-op threads inside the block only, then restore the old count;
+    None or 0 leaves torch's setting alone."""
+    if not num_threads:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _plain(value: Any) -> Any:
+    """A recorded option as a JSON value: tuples become lists (as they come back from JSON)."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
+    """Decorate a generator's `__init__`: record every argument, defaults filled in.
+
+    The constructor validates its arguments and keeps each one, normalised, as the attribute of
+    the same name (`self.steps = int(steps)`); the decorator reads them back once it has run,
+    so what is recorded is the resolved value ("auto" made concrete for the device, 2 and 2.0
+    alike), whichever way it was passed. A constructor that adds options to its parent's takes
+    the parent's as `**options`; its signature is then both together (`BaseGenerator`).
+    """
+
+    @functools.wraps(init)
+    def recording_init(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        names = list(inspect.signature(recording_init).parameters)[1:]  # without self
+        missing = [name for name in names if not hasattr(self, name)]
+        if missing:
+            raise TypeError(f"{type(self).__name__}.__init__ must keep its argument(s) "
+                            f"{', '.join(missing)} as attributes of the same name")
+        self._options = {name: _plain(getattr(self, name)) for name in names}
+
+    return recording_init
+
+
+class BaseGenerator:
+    """The part every raysweep generator shares: options recorded from the constructor,
+    `config()`, `save`/`load`, and the checks of what `fit` and the samplers are given.
+
+    A subclass decorates `__init__` with `@register_to_config`, sets `data_shape` (and
+    `num_classes`) in `fit`, and writes and reads its own state (weights, class names ...) in
+    `_save_state` / `_load_state`.
+
+    Class attributes:
+        runtime_options: constructor arguments that change neither the weights nor any image
+            (device, threads, batch sizes, speed switches): in no key.
+        inpaint_options: arguments that only `sample_inpaint` reads: in `inpaint_config()`
+            instead of `config()`, so that changing them keeps the trained weights.
+        state_file: the JSON file `save` writes next to the generator's own files.
+    """
+
+    name: ClassVar[str] = ""
+    runtime_options: ClassVar[frozenset[str]] = frozenset()
+    inpaint_options: ClassVar[frozenset[str]] = frozenset()
+    state_file: ClassVar[str] = ""
+    data_shape: tuple[int, int, int] | None = None  # (H, W, C) of the images fit() saw
+    num_classes: int | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        own = inspect.signature(init)
+        if not any(p.kind is p.VAR_KEYWORD for p in own.parameters.values()):
+            return
+        # `def __init__(self, *, strength=1.0, **options)`: its options and the parent's.
+        inherited = inspect.signature(super(cls, cls).__init__).parameters
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params += [p for name, p in inherited.items() if name not in own.parameters]
+        init.__signature__ = own.replace(parameters=params)
+
+    def options(self) -> dict[str, Any]:
+        """Every constructor argument, as recorded (JSON values)."""
+        return copy.deepcopy(self._options)
+
+    def config(self) -> dict[str, Any]:
+        """The recorded options that change the weights or the samples (hashed into keys),
+        with the generator's name."""
+        left_out = self.runtime_options | self.inpaint_options
+        return {"generator": self.name,
+                **{key: value for key, value in self.options().items() if key not in left_out}}
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str) -> None:
+        """Write the generator's own files and then `state_file`: its config and state."""
+        if self.data_shape is None:
+            raise RuntimeError(f"{self.name}.save: nothing to save; call fit() first")
+        os.makedirs(directory, exist_ok=True)
+        state = {"config": self.config(), **self._save_state(directory)}
+        tmp = os.path.join(directory, self.state_file + ".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
+        os.replace(tmp, os.path.join(directory, self.state_file))
+
+    def load(self, directory: str) -> None:
+        """Rebuild from what `save` wrote: the saved config replaces this instance's, while its
+        runtime and inpaint options stay; then the generator's own state and files."""
+        path = os.path.join(directory, self.state_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{self.name}.load: {path} not found; is {directory!r} a "
+                                    f"directory written by {type(self).__name__}.save?")
+        with open(path) as handle:
+            state = json.load(handle)
+        config = {key: value for key, value in state.pop("config").items() if key != "generator"}
+        kept = {key: value for key, value in self._options.items()
+                if key in self.runtime_options | self.inpaint_options}
+        self.__dict__.update(type(self)(**config, **kept).__dict__)
+        self._load_state(directory, state)
+
+    def _save_state(self, directory: str) -> dict[str, Any]:
+        """Write the generator's own files into `directory`; return what else `load` needs."""
+        raise NotImplementedError
+
+    def _load_state(self, directory: str, state: dict[str, Any]) -> None:
+        """Read back what `_save_state` wrote and returned."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ parts
+    def _torch_device(self):
+        import torch
+
+        if self.device == AUTO:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _check_fit_inputs(self, images: np.ndarray, labels: np.ndarray,
+                          num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (N, H, W, C), N >= 1, with one int64 label in [0, num_classes) each."""
+        images = np.asarray(images)
+        labels = np.asarray(labels).astype(np.int64)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(f"{self.name}.fit: images must be uint8 (N, H, W, C), got "
+                             f"{images.dtype} {images.shape}")
+        if labels.shape != (images.shape[0],) or images.shape[0] == 0:
+            raise ValueError(f"{self.name}.fit: need one label per image and at least one image, "
+                             f"got {images.shape[0]} images and labels of shape {labels.shape}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(f"{self.name}.fit: labels must lie in [0, {num_classes}), got "
+                             f"[{labels.min()}, {labels.max()}]")
+        return images, labels
+
+    def _check_request(self, method: str, labels: np.ndarray, seeds: np.ndarray,
+                       images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """labels and seeds as int64 vectors, one of each per image (per label without images),
+        labels within the classes `fit` saw; images, when given, uint8 (N, H, W, 1|3)."""
+        if self.data_shape is None:
+            raise RuntimeError(f"{self.name}.{method}: call fit() or load() first")
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
+        if images is None:
+            if labels.shape != seeds.shape:
+                raise ValueError(f"{self.name}.{method}: need one seed per label, got "
+                                 f"{labels.shape[0]} labels and {seeds.shape[0]} seeds")
+        else:
+            if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
+                raise ValueError(f"{self.name}.{method}: images must be uint8 (N, H, W, 1|3), "
+                                 f"got {images.dtype} {images.shape}")
+            if not labels.shape == seeds.shape == images.shape[:1]:
+                raise ValueError(f"{self.name}.{method}: need one label and one seed per image, "
+                                 f"got {images.shape[0]} images, {labels.shape[0]} labels and "
+                                 f"{seeds.shape[0]} seeds")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"{self.name}.{method}: labels must lie in [0, {self.num_classes})")
+        return labels, seeds
+
+
+
+class TrainedGenerator(BaseGenerator):
+    """A generator raysweep trains itself (ddpm, dcgan, vae): its state is its weights
+    (`_save_weights` / `_load_weights`) and what `fit` saw of the data."""
+
+    model_size: int | None = None  # the square resolution the model works at
+    train_seconds: float | None = None
+
+    def _save_state(self, directory: str) -> dict[str, Any]:
+        self._save_weights(directory)
+        return {"data_shape": list(self.data_shape), "num_classes": self.num_classes,
+                "model_size": self.model_size, "train_seconds": self.train_seconds}
+
+    def _load_state(self, directory: str, state: dict[str, Any]) -> None:
+        self.data_shape = tuple(int(s) for s in state["data_shape"])
+        self.num_classes = int(state["num_classes"])
+        self.model_size = int(state["model_size"])
+        self.train_seconds = state.get("train_seconds")
+        self._load_weights(directory)
+
+    def _save_weights(self, directory: str) -> None:
+        raise NotImplementedError
+
+    def _load_weights(self, directory: str) -> None:
+        """Build the network for `data_shape`, `num_classes` and `model_size`, then load it."""
+        raise NotImplementedError
 
 
 _REGISTRY: dict[str, Callable[..., Generator]] = {}

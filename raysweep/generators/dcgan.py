@@ -36,21 +36,22 @@ n images of a request are the same whatever is asked after them.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysweep.generators.base import register_generator, resolve_auto
+from raysweep.data.tensors import to_nchw
+from raysweep.generators.base import (TrainedGenerator, register_generator, register_to_config,
+                                      resolve_auto, torch_threads)
+from raysweep.generators.latent import (decode_seeded_latents, load_module, resolution_levels,
+                                        save_module)
 
 # What "auto" means on each device: the CPU defaults fit a 2-core laptop in minutes; a GPU
 # affords a wider network and more steps at the data's native resolution.
@@ -59,57 +60,12 @@ _DEVICE_DEFAULTS = {
     "cuda": {"steps": 5000, "base_channels": 64},
 }
 
-_CONFIG_FILE = "raysweep_dcgan.json"
 _WEIGHTS_FILE = "generator.safetensors"
 _LOSSES = ("hinge", "bce")
-_MAX_LEVELS = 3
 # Images per group of the discriminator's minibatch-standard-deviation channel (at most).
 _STD_GROUP = 4
 # Generated batches used to recompute the generator's BatchNorm statistics after training.
 _BN_BATCHES = 20
-
-
-@contextlib.contextmanager
-def _threads(num_threads: int | None):
-    """Use `num_threads` intra-op threads inside the block only, then restore the old count."""
-    if not num_threads:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _levels(size: int) -> int:
-    """How many times the networks halve/double the resolution: until it would drop below 4."""
-    levels = 0
-    while levels < _MAX_LEVELS and size % 2 == 0 and size // 2 >= 4:
-        size //= 2
-        levels += 1
-    return levels
-
-
-def _to_model_space(images: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, S, S) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = x / 127.5 - 1.0
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-    return x.clamp(-1.0, 1.0)
-
-
-def _to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """float (N, C, S, S) in [-1, 1] -> uint8 (N, H, W, C)."""
-    x = x.float().clamp(-1.0, 1.0)
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > width)
-    x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -134,7 +90,7 @@ class ConditionalDCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, num_classes: int, channels: int, size: int,
                  base_channels: int, embed_dim: int) -> None:
         super().__init__()
-        levels = _levels(size)
+        levels = resolution_levels(size)
         self.start = size // 2 ** levels
         self.start_channels = base_channels * 2 ** (levels - 1)
         self.embed = nn.Embedding(num_classes, embed_dim)
@@ -170,7 +126,7 @@ class ProjectionDiscriminator(nn.Module):
         super().__init__()
         sn = nn.utils.spectral_norm if spectral_norm else (lambda module: module)
         self.group_size = group_size
-        levels = _levels(size)
+        levels = resolution_levels(size)
         layers: list[nn.Module] = []
         width_in, width = channels, base_channels
         for _ in range(levels):
@@ -197,7 +153,7 @@ class ProjectionDiscriminator(nn.Module):
 
 
 @register_generator("dcgan")
-class DCGANGenerator:
+class DCGANGenerator(TrainedGenerator):
     """Class-conditional DCGAN, trained from scratch on the train split.
 
     Args:
@@ -227,7 +183,10 @@ class DCGANGenerator:
     """
 
     name = "dcgan"
+    runtime_options = frozenset({"device", "num_threads", "sample_batch_size"})
+    state_file = "raysweep_dcgan.json"
 
+    @register_to_config
     def __init__(
         self,
         *,
@@ -259,7 +218,7 @@ class DCGANGenerator:
                            ("sample_batch_size", sample_batch_size)):
             if int(value) < 1:
                 raise ValueError(f"dcgan: {key} must be >= 1, got {value!r}")
-        if image_size is not None and _levels(int(image_size)) == 0:
+        if image_size is not None and resolution_levels(int(image_size)) == 0:
             raise ValueError(f"dcgan: image_size must be even and >= 8 (or None), "
                              f"got {image_size!r}")
         if not 0.0 <= ema_decay < 1.0:
@@ -290,25 +249,7 @@ class DCGANGenerator:
         self.train_seconds: float | None = None
         self.last_losses: dict[str, float] | None = None
 
-    # ------------------------------------------------------------------ config
-    def config(self) -> dict[str, Any]:
-        """Every hyperparameter that changes the weights or the samples (hashed into pool keys)."""
-        return {
-            "generator": self.name,
-            "steps": self.steps, "batch_size": self.batch_size, "latent_dim": self.latent_dim,
-            "embed_dim": self.embed_dim, "base_channels": self.base_channels,
-            "image_size": self.image_size, "lr_generator": self.lr_generator,
-            "lr_discriminator": self.lr_discriminator, "beta1": self.beta1, "loss": self.loss,
-            "spectral_norm": self.spectral_norm, "ema_decay": self.ema_decay,
-            "augment_shift": self.augment_shift,
-        }
-
     # ------------------------------------------------------------------ parts
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
     def _build_generator(self, channels: int, num_classes: int, size: int):
         return ConditionalDCGANGenerator(self.latent_dim, num_classes, channels, size,
                                          self.base_channels, self.embed_dim)
@@ -330,25 +271,15 @@ class DCGANGenerator:
             progress: Callable[[str], None] | None = None) -> None:
         """Train from scratch on `images` (uint8 (N, H, W, C)) with `labels` (int, < num_classes)."""
         # 1. Check inputs
-        images = np.asarray(images)
-        labels = np.asarray(labels).astype(np.int64)
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(f"dcgan.fit: images must be uint8 (N, H, W, C), got "
-                             f"{images.dtype} {images.shape}")
-        if labels.shape != (images.shape[0],) or images.shape[0] == 0:
-            raise ValueError(f"dcgan.fit: need one label per image and at least one image, got "
-                             f"{images.shape[0]} images and labels of shape {labels.shape}")
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"dcgan.fit: labels must lie in [0, {num_classes}), got "
-                             f"[{labels.min()}, {labels.max()}]")
+        images, labels = self._check_fit_inputs(images, labels, num_classes)
         height, width, channels = (int(s) for s in images.shape[1:])
         size = self.image_size if self.image_size is not None else max(height, width)
-        if _levels(size) == 0:
+        if resolution_levels(size) == 0:
             raise ValueError(f"dcgan.fit: the data's size {height}x{width} cannot be halved "
                              f"down to 4 pixels; set image_size (e.g. 16 or 32)")
         started = time.perf_counter()
         device = self._torch_device()
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             # 2. Build both networks from the seed, and their optimizers
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
@@ -363,7 +294,7 @@ class DCGANGenerator:
             opt_g = torch.optim.Adam(gen_net.parameters(), lr=self.lr_generator, betas=betas)
             opt_d = torch.optim.Adam(disc_net.parameters(), lr=self.lr_discriminator, betas=betas)
             gen = torch.Generator().manual_seed(int(seed) + 1)
-            data = _to_model_space(images, size).to(device)
+            data = to_nchw(images, size, (-1.0, 1.0)).to(device)
             targets = torch.from_numpy(labels).to(device)
             n = data.shape[0]
             report_every = max(1, self.steps // 10)
@@ -437,82 +368,19 @@ class DCGANGenerator:
     @torch.no_grad()
     def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """One uint8 (H, W, C) image per (label, seed), at the size of the data `fit` saw."""
-        # 1. Check inputs
-        if self.generator is None or self.data_shape is None:
-            raise RuntimeError("dcgan.sample: call fit() or load() first")
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
-        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
-        if labels.shape != seeds.shape:
-            raise ValueError(f"dcgan.sample: need one seed per label, got {labels.shape[0]} "
-                             f"labels and {seeds.shape[0]} seeds")
-        height, width, channels = self.data_shape
-        if labels.size == 0:
-            return np.zeros((0, height, width, channels), np.uint8)
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"dcgan.sample: labels must lie in [0, {self.num_classes})")
-        # 2. Generate in batches of one fixed shape (the last one padded), so that no image's
-        #    float rounding depends on how many images were asked for
-        device = next(self.generator.parameters()).device
-        batch = self.sample_batch_size
+        labels, seeds = self._check_request("sample", labels, seeds)
         self.generator.eval()
-        out = []
-        with _threads(self.num_threads):
-            for start in range(0, labels.size, batch):
-                chunk_labels = labels[start:start + batch]
-                chunk_seeds = seeds[start:start + batch]
-                count = chunk_labels.size
-                z = torch.stack([
-                    torch.randn(self.latent_dim, generator=torch.Generator().manual_seed(int(s)))
-                    for s in chunk_seeds])
-                y = torch.from_numpy(chunk_labels)
-                if count < batch:
-                    z = torch.cat([z, z[:1].expand(batch - count, -1)])
-                    y = torch.cat([y, y[:1].expand(batch - count)])
-                x = self.generator(z.to(device), y.to(device))[:count]
-                out.append(_to_uint8(x, height, width))
-        return np.concatenate(out)
+        with torch_threads(self.num_threads):
+            return decode_seeded_latents(
+                self.generator, labels, seeds, latent_dim=self.latent_dim,
+                batch_size=self.sample_batch_size, device=next(self.generator.parameters()).device,
+                data_shape=self.data_shape, value_range=(-1.0, 1.0))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str) -> None:
-        """Write the generator's weights (safetensors) and raysweep_dcgan.json into `directory`."""
-        from safetensors.torch import save_file
+    def _save_weights(self, directory: str) -> None:
+        save_module(self.generator, os.path.join(directory, _WEIGHTS_FILE))
 
-        if self.generator is None:
-            raise RuntimeError("dcgan.save: nothing to save; call fit() first")
-        os.makedirs(directory, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
-        tmp = os.path.join(directory, _WEIGHTS_FILE + ".tmp")
-        save_file(state, tmp)
-        os.replace(tmp, os.path.join(directory, _WEIGHTS_FILE))
-        meta = {"config": self.config(), "data_shape": list(self.data_shape),
-                "num_classes": self.num_classes, "model_size": self.model_size,
-                "train_seconds": self.train_seconds}
-        tmp = os.path.join(directory, _CONFIG_FILE + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(meta, handle, indent=2, sort_keys=True)
-        os.replace(tmp, os.path.join(directory, _CONFIG_FILE))
-
-    def load(self, directory: str) -> None:
-        """Load what `save` wrote; the saved config replaces this instance's hyperparameters."""
-        from safetensors.torch import load_file
-
-        path = os.path.join(directory, _CONFIG_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"dcgan.load: {path} not found; is {directory!r} a directory "
-                                    f"written by DCGANGenerator.save?")
-        with open(path) as handle:
-            meta = json.load(handle)
-        config = dict(meta["config"])
-        config.pop("generator", None)
-        fresh = DCGANGenerator(**config, device=self.device, num_threads=self.num_threads,
-                               sample_batch_size=self.sample_batch_size)
-        self.__dict__.update(fresh.__dict__)
-        height, width, channels = (int(s) for s in meta["data_shape"])
-        num_classes, size = int(meta["num_classes"]), int(meta["model_size"])
-        net = self._build_generator(channels, num_classes, size)
-        net.load_state_dict(load_file(os.path.join(directory, _WEIGHTS_FILE)))
+    def _load_weights(self, directory: str) -> None:
+        net = self._build_generator(self.data_shape[2], self.num_classes, self.model_size)
+        load_module(net, os.path.join(directory, _WEIGHTS_FILE))
         self.generator = net.to(self._torch_device()).eval()
-        self.data_shape = (height, width, channels)
-        self.num_classes = num_classes
-        self.model_size = size
-        self.train_seconds = meta.get("train_seconds")

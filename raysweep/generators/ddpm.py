@@ -28,17 +28,23 @@ the source noised to that step and the masked ones come from the model; resampli
 so the UNet's v- or x0-prediction is converted first. The result is pasted back into the source
 through the full-resolution mask, so unmasked pixels are the source's exactly.
 
+Variations of real images (`sample_img2img`, the `img2img` synthesis kind) are SDEdit (Meng et
+al. 2022) the way diffusers' img2img pipelines run it: the source is noised to the sampler's
+timestep at `strength` of its schedule (`get_timesteps`: int(strength * sample_steps) steps
+from the end, at least one) and denoised toward its target class through the same scheduler
+and guidance as `sample`, from that step on (`set_begin_index`). It runs only those steps, so
+its cost scales with strength; strength 1 starts from (nearly) pure noise.
+
 Determinism: `fit` with the same data, config and seed gives the same weights on the same
 device and thread count. `sample` draws image i's initial noise from
 `torch.Generator().manual_seed(seeds[i])` on the CPU and the sampler adds no noise, so image i
-depends only on the weights, `labels[i]` and `seeds[i]`; the first n images of a request are
-the same whatever is asked after them (up to float rounding across batch sizes).
+depends only on the weights, `labels[i]` and `seeds[i]` (and for `sample_img2img` on
+`images[i]` and the strength); the first n images of a request are the same whatever is asked
+after them (up to float rounding across batch sizes).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import time
@@ -49,9 +55,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raysweep.generators.base import register_generator, resolve_auto
+from raysweep.data.tensors import to_nchw, to_uint8_nhwc
+from raysweep.generators.base import (TrainedGenerator, denoising_steps, register_generator,
+                                      register_to_config, resolve_auto, torch_threads)
 
-_CONFIG_FILE = "raysweep_ddpm.json"
 _UNET_DIR = "unet"
 _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _SAMPLERS = ("dpmsolver++", "ddim")
@@ -64,42 +71,8 @@ _DEVICE_DEFAULTS = {
 }
 
 
-@contextlib.contextmanager
-def _threads(num_threads: int | None):
-    """Use `num_threads` intra-op threads inside the block only, then restore the old count."""
-    if not num_threads:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _to_model_space(images: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, S, S) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = x / 127.5 - 1.0
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-    return x.clamp(-1.0, 1.0)
-
-
-def _to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """float (N, C, S, S) in about [-1, 1] -> uint8 (N, H, W, C)."""
-    x = x.float().clamp(-1.0, 1.0)
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > width)
-    x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
 @register_generator("ddpm")
-class DDPMGenerator:
+class DDPMGenerator(TrainedGenerator):
     """Class-conditional DDPM (diffusers `UNet2DModel`), trained from scratch on the train split.
 
     Args:
@@ -142,7 +115,11 @@ class DDPMGenerator:
     """
 
     name = "ddpm"
+    runtime_options = frozenset({"device", "num_threads", "sample_batch_size"})
+    inpaint_options = frozenset({"repaint_steps", "repaint_jump_length", "repaint_jump_n_sample"})
+    state_file = "raysweep_ddpm.json"
 
+    @register_to_config
     def __init__(
         self,
         *,
@@ -240,34 +217,18 @@ class DDPMGenerator:
         self.last_loss: float | None = None  # smoothed training loss at the end of fit()
 
     # ------------------------------------------------------------------ config
-    def config(self) -> dict[str, Any]:
-        """Every hyperparameter that changes the weights or the samples (hashed into pool keys)."""
-        return {
-            "generator": self.name,
-            "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-            "warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay,
-            "image_size": self.image_size, "block_out_channels": list(self.block_out_channels),
-            "layers_per_block": self.layers_per_block, "attention": self.attention,
-            "mid_attention": self.mid_attention, "norm_num_groups": self.norm_num_groups,
-            "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
-            "prediction_type": self.prediction_type, "snr_gamma": self.snr_gamma,
-            "ema_decay": self.ema_decay, "cond_dropout": self.cond_dropout,
-            "guidance_scale": self.guidance_scale, "sampler": self.sampler,
-            "sample_steps": self.sample_steps, "augment_shift": self.augment_shift,
-        }
-
     def inpaint_config(self) -> dict[str, Any]:
         """What changes `sample_inpaint`'s output beyond the weights (hashed into inpaint pool keys)."""
-        return {"repaint_steps": self.repaint_steps, "repaint_jump_length": self.repaint_jump_length,
-                "repaint_jump_n_sample": self.repaint_jump_n_sample,
-                "guidance_scale": self.guidance_scale}
+        options = self.options()
+        return {key: options[key] for key in sorted(self.inpaint_options | {"guidance_scale"})}
+
+    def img2img_config(self) -> dict[str, Any]:
+        """What changes `sample_img2img`'s output beyond the weights and the strength (hashed
+        into img2img pool keys): the sampler that `sample` uses too."""
+        options = self.options()
+        return {key: options[key] for key in ("sampler", "sample_steps", "guidance_scale")}
 
     # ------------------------------------------------------------------ parts
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
     def _build_unet(self, channels: int, num_classes: int, size: int):
         from diffusers import UNet2DModel
 
@@ -315,17 +276,7 @@ class DDPMGenerator:
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
             progress: Callable[[str], None] | None = None) -> None:
         """Train from scratch on `images` (uint8 (N, H, W, C)) with `labels` (int, < num_classes)."""
-        images = np.asarray(images)
-        labels = np.asarray(labels).astype(np.int64)
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(f"ddpm.fit: images must be uint8 (N, H, W, C), got "
-                             f"{images.dtype} {images.shape}")
-        if labels.shape != (images.shape[0],) or images.shape[0] == 0:
-            raise ValueError(f"ddpm.fit: need one label per image and at least one image, got "
-                             f"{images.shape[0]} images and labels of shape {labels.shape}")
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"ddpm.fit: labels must lie in [0, {num_classes}), got "
-                             f"[{labels.min()}, {labels.max()}]")
+        images, labels = self._check_fit_inputs(images, labels, num_classes)
         from diffusers.training_utils import EMAModel
 
         started = time.perf_counter()
@@ -337,7 +288,7 @@ class DDPMGenerator:
                              f"{len(self.block_out_channels)} UNet levels; use "
                              f"{(size // multiple + 1) * multiple} or fewer block_out_channels")
         device = self._torch_device()
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
                 unet = self._build_unet(channels, num_classes, size)
@@ -345,7 +296,7 @@ class DDPMGenerator:
             unet.to(device).train()
             scheduler = self._train_scheduler()
             gen = torch.Generator().manual_seed(int(seed) + 1)
-            data = _to_model_space(images, size) if not self.augment_shift else \
+            data = to_nchw(images, size, (-1.0, 1.0)) if not self.augment_shift else \
                 torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
             data = data.to(device)
             targets = torch.from_numpy(labels).to(device)
@@ -448,46 +399,90 @@ class DDPMGenerator:
     @torch.no_grad()
     def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """One uint8 (H, W, C) image per (label, seed), at the size of the data `fit` saw."""
-        if self.unet is None or self.data_shape is None:
-            raise RuntimeError("ddpm.sample: call fit() or load() first")
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
-        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
-        if labels.shape != seeds.shape:
-            raise ValueError(f"ddpm.sample: need one seed per label, got {labels.shape[0]} labels "
-                             f"and {seeds.shape[0]} seeds")
+        labels, seeds = self._check_request("sample", labels, seeds)
+        return self._generate(labels, seeds)
+
+    @torch.no_grad()
+    def sample_img2img(self, images: np.ndarray, labels: np.ndarray, seeds: np.ndarray,
+                       strength: float) -> np.ndarray:
+        """Vary each source image toward a class (SDEdit): noise it to `strength`, denoise.
+
+        Args:
+            images: the sources, uint8 (N, H, W, C) at the size `fit` saw.
+            labels: the class each variant is denoised toward (its own or another one).
+            seeds: seed per image (its noise comes from a CPU generator seeded with it).
+            strength: in (0, 1]: how far along the schedule the source is noised; the sampler
+                runs int(strength * sample_steps) of its steps (at least one). 1 starts from
+                (nearly) pure noise and no longer depends on the source.
+
+        Returns:
+            uint8 (N, H, W, C): one variant per source.
+        """
+        images = np.asarray(images)
+        labels, seeds = self._check_request("sample_img2img", labels, seeds, images)
+        self._check_source_shape("sample_img2img", images)
+        steps = denoising_steps(self.sample_steps, strength)
+        return self._generate(labels, seeds, images, steps)
+
+    def _check_source_shape(self, method: str, images: np.ndarray) -> None:
+        if images.shape[1:] != tuple(self.data_shape):
+            raise ValueError(f"ddpm.{method}: images must be uint8 (N, "
+                             f"{', '.join(map(str, self.data_shape))}) like the data fit() saw, "
+                             f"got {images.dtype} {images.shape}")
+
+    def _generate(self, labels: np.ndarray, seeds: np.ndarray, sources: np.ndarray | None = None,
+                  steps: int | None = None) -> np.ndarray:
+        """Images from per-image seeded noise, in batches of `sample_batch_size`: denoised from
+        pure noise, or from `sources` noised to the last `steps` of the sampler's schedule."""
         height, width, channels = self.data_shape
         if labels.size == 0:
             return np.zeros((0, height, width, channels), np.uint8)
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"ddpm.sample: labels must lie in [0, {self.num_classes})")
         device = next(self.unet.parameters()).device
         size = self.model_size
         out = []
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             for start in range(0, labels.size, self.sample_batch_size):
                 chunk = slice(start, start + self.sample_batch_size)
                 noise = torch.stack([
                     torch.randn((channels, size, size),
                                 generator=torch.Generator().manual_seed(int(s)))
-                    for s in seeds[chunk]])
-                x = self._denoise(noise.to(device), torch.from_numpy(labels[chunk]).to(device))
-                out.append(_to_uint8(x, height, width))
+                    for s in seeds[chunk]]).to(device)
+                source = None if sources is None else \
+                    to_nchw(sources[chunk], size, (-1.0, 1.0)).to(device)
+                x = self._denoise(noise, torch.from_numpy(labels[chunk]).to(device), source, steps)
+                out.append(to_uint8_nhwc(x, height, width))
         return np.concatenate(out)
 
-    def _denoise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _denoise(self, noise: torch.Tensor, y: torch.Tensor, source: torch.Tensor | None = None,
+                 steps: int | None = None) -> torch.Tensor:
+        """Run the sampler over its whole schedule from `noise`, or (img2img) over its last
+        `steps` from `source` noised to the first of them, as diffusers' `get_timesteps` does."""
         scheduler = self._sample_scheduler()
         scheduler.set_timesteps(self.sample_steps)
-        guided = self.guidance_scale != 1.0
-        if guided:
-            y = torch.cat([y, torch.full_like(y, self.num_classes)])
-        for t in scheduler.timesteps:
-            inp = torch.cat([x, x]) if guided else x
-            pred = self.unet(inp, t, class_labels=y).sample
-            if guided:
-                cond, uncond = pred.chunk(2)
-                pred = uncond + self.guidance_scale * (cond - uncond)
-            x = scheduler.step(pred, t, x).prev_sample
+        timesteps, x = scheduler.timesteps, noise
+        if source is not None:
+            begin = (self.sample_steps - steps) * scheduler.order
+            timesteps = timesteps[begin:]
+            if hasattr(scheduler, "set_begin_index"):  # DPM-Solver counts its steps; DDIM does not
+                scheduler.set_begin_index(begin)
+            x = scheduler.add_noise(source, noise, timesteps[:1])
+        labels = self._guidance_labels(y)
+        for t in timesteps:
+            x = scheduler.step(self._predict(x, t, labels), t, x).prev_sample
         return x
+
+    def _guidance_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """The UNet's class labels: y, then as many "no label" ids when guidance is on."""
+        if self.guidance_scale == 1.0:
+            return y
+        return torch.cat([y, torch.full_like(y, self.num_classes)])
+
+    def _predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction for x at t, with classifier-free guidance when it is on."""
+        if self.guidance_scale == 1.0:
+            return self.unet(x, t, class_labels=labels).sample
+        cond, uncond = self.unet(torch.cat([x, x]), t, class_labels=labels).sample.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
 
     @torch.no_grad()
     def sample_inpaint(self, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
@@ -504,37 +499,24 @@ class DDPMGenerator:
             uint8 (N, H, W, C): the sources with their masked pixels repainted.
         """
         # 1. Check inputs.
-        if self.unet is None or self.data_shape is None:
-            raise RuntimeError("ddpm.sample_inpaint: call fit() or load() first")
         images = np.asarray(images)
         masks = np.asarray(masks).astype(np.float32)
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
-        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
-        if images.ndim != 4 or images.shape[1:] != tuple(self.data_shape) or \
-                images.dtype != np.uint8:
-            raise ValueError(f"ddpm.sample_inpaint: images must be uint8 (N, "
-                             f"{', '.join(map(str, self.data_shape))}), got {images.dtype} "
-                             f"{images.shape}")
+        labels, seeds = self._check_request("sample_inpaint", labels, seeds, images)
+        self._check_source_shape("sample_inpaint", images)
         if masks.shape != images.shape[:3]:
             raise ValueError(f"ddpm.sample_inpaint: masks must have shape {images.shape[:3]}, "
                              f"got {masks.shape}")
-        if not labels.shape == seeds.shape == images.shape[:1]:
-            raise ValueError(f"ddpm.sample_inpaint: need one label and one seed per image, got "
-                             f"{images.shape[0]} images, {labels.shape[0]} labels and "
-                             f"{seeds.shape[0]} seeds")
         if labels.size == 0:
             return images.copy()
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"ddpm.sample_inpaint: labels must lie in [0, {self.num_classes})")
         height, width, _ = self.data_shape
         device = next(self.unet.parameters()).device
         out = []
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             for start in range(0, labels.size, self.sample_batch_size):
                 chunk = slice(start, start + self.sample_batch_size)
                 # 2. Sources and masks at the model's resolution; a low-res pixel is known only
                 # when none of the pixels it covers is masked.
-                source = _to_model_space(images[chunk], self.model_size).to(device)
+                source = to_nchw(images[chunk], self.model_size, (-1.0, 1.0)).to(device)
                 masked = F.adaptive_max_pool2d(torch.from_numpy(masks[chunk])[:, None],
                                                self.model_size) if height >= self.model_size \
                     else F.interpolate(torch.from_numpy(masks[chunk])[:, None],
@@ -545,7 +527,7 @@ class DDPMGenerator:
                 x = self._repaint(source, known, torch.from_numpy(labels[chunk]).to(device),
                                   generators)
                 # 4. Back to the data's size, pasted into the sources through the masks.
-                painted = _to_uint8(x, height, width).astype(np.float32)
+                painted = to_uint8_nhwc(x, height, width).astype(np.float32)
                 alpha = masks[chunk][..., None]
                 blended = alpha * painted + (1.0 - alpha) * images[chunk].astype(np.float32)
                 out.append(np.clip(np.round(blended), 0, 255).astype(np.uint8))
@@ -561,18 +543,12 @@ class DDPMGenerator:
         scheduler.set_timesteps(self.repaint_steps, jump_length=self.repaint_jump_length,
                                 jump_n_sample=self.repaint_jump_n_sample, device=source.device)
         alphas = scheduler.alphas_cumprod.to(source.device)
-        guided = self.guidance_scale != 1.0
-        labels = torch.cat([y, torch.full_like(y, self.num_classes)]) if guided else y
+        labels = self._guidance_labels(y)
         x = randn_tensor(source.shape, generator=generators, device=source.device)
         t_last = scheduler.timesteps[0] + 1
         for t in scheduler.timesteps:
             if t < t_last:
-                inp = torch.cat([x, x]) if guided else x
-                pred = self.unet(inp, t, class_labels=labels).sample
-                if guided:
-                    cond, uncond = pred.chunk(2)
-                    pred = uncond + self.guidance_scale * (cond - uncond)
-                epsilon = self._to_epsilon(pred, x, alphas[t])
+                epsilon = self._to_epsilon(self._predict(x, t, labels), x, alphas[t])
                 x = scheduler.step(epsilon, t, x, source, known, generator=generators).prev_sample
             else:  # a resampling jump: noise forward again
                 x = scheduler.undo_step(x, t_last, generator=generators)
@@ -588,42 +564,13 @@ class DDPMGenerator:
         return (x - alpha.sqrt() * pred) / (1 - alpha).sqrt().clamp_min(1e-8)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str) -> None:
-        """Write the EMA UNet (`save_pretrained`) and raysweep_ddpm.json into `directory`."""
-        if self.unet is None:
-            raise RuntimeError("ddpm.save: nothing to save; call fit() first")
-        os.makedirs(directory, exist_ok=True)
+    def _save_weights(self, directory: str) -> None:
+        """The EMA UNet, with `save_pretrained`."""
         self.unet.save_pretrained(os.path.join(directory, _UNET_DIR))
-        state = {"config": self.config(), "data_shape": list(self.data_shape),
-                 "num_classes": self.num_classes, "model_size": self.model_size,
-                 "train_seconds": self.train_seconds}
-        tmp = os.path.join(directory, _CONFIG_FILE + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(state, handle, indent=2, sort_keys=True)
-        os.replace(tmp, os.path.join(directory, _CONFIG_FILE))
 
-    def load(self, directory: str) -> None:
-        """Load what `save` wrote; the saved config replaces this instance's hyperparameters."""
+    def _load_weights(self, directory: str) -> None:
         from diffusers import UNet2DModel
 
-        path = os.path.join(directory, _CONFIG_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"ddpm.load: {path} not found; is {directory!r} a directory "
-                                    f"written by DDPMGenerator.save?")
-        with open(path) as handle:
-            state = json.load(handle)
-        config = dict(state["config"])
-        config.pop("generator", None)
-        fresh = DDPMGenerator(**config, device=self.device, num_threads=self.num_threads,
-                              sample_batch_size=self.sample_batch_size,
-                              repaint_steps=self.repaint_steps,
-                              repaint_jump_length=self.repaint_jump_length,
-                              repaint_jump_n_sample=self.repaint_jump_n_sample)
-        self.__dict__.update({k: v for k, v in fresh.__dict__.items()})
         unet = UNet2DModel.from_pretrained(os.path.join(directory, _UNET_DIR),
                                            low_cpu_mem_usage=False)
         self.unet = unet.to(self._torch_device()).eval()
-        self.data_shape = tuple(int(s) for s in state["data_shape"])
-        self.num_classes = int(state["num_classes"])
-        self.model_size = int(state["model_size"])
-        self.train_seconds = state.get("train_seconds")
