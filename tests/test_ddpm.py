@@ -44,7 +44,7 @@ def fitted() -> tuple[DDPMGenerator, list[str]]:
 
 def test_fit_reports_progress_and_finite_loss(fitted):
     gen, messages = fitted
-    assert math.isfinite(gen.last_loss)
+    assert math.isfinite(gen.last_losses["loss"])
     assert messages and "step 3/3" in messages[-1] and "loss" in messages[-1]
 
 
@@ -190,7 +190,7 @@ def test_fit_and_sample_on_cuda_and_the_pool_does_not_depend_on_the_batch_size(t
     images, labels = _data()
     gen = DDPMGenerator(**{**TINY, "device": "cuda", "steps": 20})
     gen.fit(images, labels, NUM_CLASSES, seed=0)
-    assert next(gen.unet.parameters()).device.type == "cuda" and math.isfinite(gen.last_loss)
+    assert next(gen.unet.parameters()).device.type == "cuda" and math.isfinite(gen.last_losses["loss"])
     pool_labels, seeds = np.arange(12) % NUM_CLASSES, np.arange(12)
     whole = gen.sample(pool_labels, seeds)
     assert whole.shape == (12, 12, 12, 1) and whole.std() > 0

@@ -66,8 +66,6 @@ class BlurControl(_MaskControl):
     def __init__(self, *, sigma: float = 3.0) -> None:
         if float(sigma) <= 0:
             raise ValueError(f"blur: sigma must be > 0, got {sigma!r}")
-        self.sigma = float(sigma)
-        self.data_shape = None
 
     def _fill(self, source: np.ndarray) -> np.ndarray:
         return gaussian_filter(source, sigma=(0, self.sigma, self.sigma, 0), mode="nearest")
@@ -85,8 +83,6 @@ class EraseControl(_MaskControl):
     def __init__(self, *, fill: float | str = "mean") -> None:
         if fill != "mean" and not (isinstance(fill, (int, float)) and 0 <= fill <= 1):
             raise ValueError(f"erase: fill must be 'mean' or a number in [0, 1], got {fill!r}")
-        self.fill = fill
-        self.data_shape = None
 
     def _fill(self, source: np.ndarray) -> np.ndarray:
         if self.fill == "mean":

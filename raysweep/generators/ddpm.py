@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,8 +55,8 @@ import torch
 import torch.nn.functional as F
 
 from raysweep.data.tensors import to_nchw, to_uint8_nhwc
-from raysweep.generators.base import (TrainedGenerator, denoising_steps, register_generator,
-                                      register_to_config, resolve_auto, torch_threads)
+from raysweep.generators.base import (TrainedGenerator, TrainingLog, denoising_steps,
+                                      register_generator, register_to_config, torch_threads)
 
 _UNET_DIR = "unet"
 _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -102,20 +101,15 @@ class DDPMGenerator(TrainedGenerator):
         sample_steps: denoising steps per sample.
         augment_shift: random translation of training images by up to this many pixels (at the
             data's resolution, zero padded); 0 disables it.
-        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
-        num_threads: torch intra-op threads while fitting/sampling (restored afterwards);
-            None leaves torch's setting alone. Not part of `config()`. On a CPU that other
-            processes keep busy, 1 is much faster than 2 for this small model (measured: a
-            training step 0.18 s with 1 thread, up to 5 s with 2 at load average 2 on 2 cores).
-        sample_batch_size: images per denoising batch in `sample`. Not part of `config()`.
+        sample_batch_size: images per denoising batch. Not part of `config()`.
         repaint_steps: denoising steps of `sample_inpaint` (before resampling jumps). Part of
             `inpaint_config()`, not of `config()`: the weights do not depend on it.
         repaint_jump_length: RePaint's jump length j (steps re-noised per jump).
         repaint_jump_n_sample: RePaint's r (passes over each jump; 1 = no resampling).
+        **runtime: device, num_threads (see `TrainedGenerator`).
     """
 
     name = "ddpm"
-    runtime_options = frozenset({"device", "num_threads", "sample_batch_size"})
     inpaint_options = frozenset({"repaint_steps", "repaint_jump_length", "repaint_jump_n_sample"})
     state_file = "raysweep_ddpm.json"
 
@@ -144,77 +138,41 @@ class DDPMGenerator(TrainedGenerator):
         sampler: str = "dpmsolver++",
         sample_steps: int = 15,
         augment_shift: int = 0,
-        device: str = "auto",
-        num_threads: int | None = None,
         sample_batch_size: int = 250,
         repaint_steps: int = 20,
         repaint_jump_length: int = 5,
         repaint_jump_n_sample: int = 2,
+        **runtime,
     ) -> None:
-        resolved = resolve_auto(str(device), _DEVICE_DEFAULTS, steps=steps, image_size=image_size,
-                                block_out_channels=block_out_channels)
-        steps, image_size = resolved["steps"], resolved["image_size"]
-        block_out_channels = tuple(int(c) for c in resolved["block_out_channels"])
-        if not block_out_channels:
+        super().__init__(sample_batch_size=sample_batch_size, **runtime)
+        self._resolve_auto(_DEVICE_DEFAULTS, "steps", "image_size", "block_out_channels")
+        self.block_out_channels = tuple(self.block_out_channels)
+        if not self.block_out_channels:
             raise ValueError("ddpm: block_out_channels must name at least one level, e.g. [32, 64]")
-        if any(c % norm_num_groups for c in block_out_channels):
+        if any(c % norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"ddpm: norm_num_groups={norm_num_groups} must divide every entry of "
-                             f"block_out_channels={list(block_out_channels)}")
+                             f"block_out_channels={list(self.block_out_channels)}")
         if prediction_type not in _PREDICTION_TYPES:
             raise ValueError(f"ddpm: prediction_type {prediction_type!r} is not one of "
                              f"{', '.join(_PREDICTION_TYPES)}")
         if sampler not in _SAMPLERS:
             raise ValueError(f"ddpm: sampler {sampler!r} is not one of {', '.join(_SAMPLERS)}")
-        for key, value in (("steps", steps), ("batch_size", batch_size),
-                           ("sample_steps", sample_steps), ("layers_per_block", layers_per_block),
-                           ("num_train_timesteps", num_train_timesteps),
-                           ("sample_batch_size", sample_batch_size),
-                           ("repaint_steps", repaint_steps),
-                           ("repaint_jump_length", repaint_jump_length),
-                           ("repaint_jump_n_sample", repaint_jump_n_sample)):
-            if int(value) < 1:
-                raise ValueError(f"ddpm: {key} must be >= 1, got {value!r}")
-        if image_size is not None and int(image_size) < 4:
-            raise ValueError(f"ddpm: image_size must be >= 4 or None, got {image_size!r}")
+        self._require_positive_ints(
+            steps=self.steps, batch_size=batch_size, sample_steps=sample_steps,
+            layers_per_block=layers_per_block, num_train_timesteps=num_train_timesteps,
+            repaint_steps=repaint_steps,
+            repaint_jump_length=repaint_jump_length, repaint_jump_n_sample=repaint_jump_n_sample,
+            **{f"block_out_channels[{i}]": c for i, c in enumerate(self.block_out_channels)})
+        if self.image_size is not None:
+            self._require_positive_ints(image_size=self.image_size)
+            if self.image_size < 4:
+                raise ValueError(f"ddpm: image_size must be >= 4 or None, got {image_size!r}")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"ddpm: cond_dropout must be in [0, 1), got {cond_dropout!r}")
         if guidance_scale != 1.0 and cond_dropout == 0.0:
             raise ValueError("ddpm: guidance_scale != 1 needs cond_dropout > 0 (the model must "
                              "learn the unconditional case); set guidance_scale: 1.0")
-        self.steps = int(steps)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.warmup_steps = int(warmup_steps)
-        self.weight_decay = float(weight_decay)
-        self.image_size = None if image_size is None else int(image_size)
-        self.block_out_channels = block_out_channels
-        self.layers_per_block = int(layers_per_block)
-        self.attention = bool(attention)
-        self.mid_attention = bool(mid_attention)
-        self.norm_num_groups = int(norm_num_groups)
-        self.num_train_timesteps = int(num_train_timesteps)
-        self.beta_schedule = str(beta_schedule)
-        self.prediction_type = str(prediction_type)
-        self.snr_gamma = None if snr_gamma is None else float(snr_gamma)
-        self.ema_decay = float(ema_decay)
-        self.cond_dropout = float(cond_dropout)
-        self.guidance_scale = float(guidance_scale)
-        self.sampler = str(sampler)
-        self.sample_steps = int(sample_steps)
-        self.augment_shift = int(augment_shift)
-        self.device = str(device)
-        self.num_threads = None if num_threads is None else int(num_threads)
-        self.sample_batch_size = int(sample_batch_size)
-        self.repaint_steps = int(repaint_steps)
-        self.repaint_jump_length = int(repaint_jump_length)
-        self.repaint_jump_n_sample = int(repaint_jump_n_sample)
         self.unet = None
-        # What fit() saw, needed to sample: set by fit() or load().
-        self.data_shape: tuple[int, int, int] | None = None  # (H, W, C)
-        self.num_classes: int | None = None
-        self.model_size: int | None = None
-        self.train_seconds: float | None = None
-        self.last_loss: float | None = None  # smoothed training loss at the end of fit()
 
     # ------------------------------------------------------------------ config
     def inpaint_config(self) -> dict[str, Any]:
@@ -267,107 +225,91 @@ class DDPMGenerator(TrainedGenerator):
                                            lower_order_final=True, timestep_spacing="trailing")
 
     def _model_size_for(self, height: int, width: int) -> int:
-        if self.image_size is not None:
-            return self.image_size
+        """`image_size`, else the data's larger side rounded up to what the UNet's levels halve."""
         multiple = 2 ** (len(self.block_out_channels) - 1)
-        return int(math.ceil(max(height, width) / multiple) * multiple)
+        if self.image_size is None:
+            return int(math.ceil(max(height, width) / multiple) * multiple)
+        if self.image_size % multiple:
+            raise ValueError(f"ddpm.fit: image_size {self.image_size} must be a multiple of "
+                             f"{multiple} for {len(self.block_out_channels)} UNet levels; use "
+                             f"{(self.image_size // multiple + 1) * multiple} or fewer "
+                             f"block_out_channels")
+        return self.image_size
 
     # ------------------------------------------------------------------ fit
-    def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
-            progress: Callable[[str], None] | None = None) -> None:
-        """Train from scratch on `images` (uint8 (N, H, W, C)) with `labels` (int, < num_classes)."""
-        images, labels = self._check_fit_inputs(images, labels, num_classes)
+    def _train(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
+               size: int, log: TrainingLog) -> None:
+        """Denoising loss (min-SNR weighted) on noised training images; AdamW with warm-up
+        and cosine decay; the EMA of the weights is what is kept."""
         from diffusers.training_utils import EMAModel
 
-        started = time.perf_counter()
-        height, width, channels = (int(s) for s in images.shape[1:])
-        size = self._model_size_for(height, width)
-        multiple = 2 ** (len(self.block_out_channels) - 1)
-        if size % multiple:
-            raise ValueError(f"ddpm.fit: image_size {size} must be a multiple of {multiple} for "
-                             f"{len(self.block_out_channels)} UNet levels; use "
-                             f"{(size // multiple + 1) * multiple} or fewer block_out_channels")
+        channels = images.shape[-1]
         device = self._torch_device()
-        with torch_threads(self.num_threads):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                unet = self._build_unet(channels, num_classes, size)
-            # Every random draw below comes from `gen`; the global RNG is left alone.
-            unet.to(device).train()
-            scheduler = self._train_scheduler()
-            gen = torch.Generator().manual_seed(int(seed) + 1)
-            data = to_nchw(images, size, (-1.0, 1.0)) if not self.augment_shift else \
-                torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-            data = data.to(device)
-            targets = torch.from_numpy(labels).to(device)
-            alphas = scheduler.alphas_cumprod.to(device)
-            optimizer = torch.optim.AdamW(unet.parameters(), lr=self.lr,
-                                          weight_decay=self.weight_decay)
-            lr_at = self._lr_lambda()
-            lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-            ema = EMAModel(unet.parameters(), decay=self.ema_decay, use_ema_warmup=True,
-                           inv_gamma=1.0, power=2 / 3, foreach=True)
-            report_every = max(1, self.steps // 10)
-            running = None
-            null_label = num_classes
-            n = data.shape[0]
-            for step in range(1, self.steps + 1):
-                index = torch.randint(0, n, (self.batch_size,), generator=gen)
-                x0 = data[index.to(device)]
-                if self.augment_shift:
-                    x0 = self._shift(x0, gen, size)
-                y = targets[index.to(device)]
-                if self.cond_dropout > 0:
-                    drop = torch.rand(self.batch_size, generator=gen) < self.cond_dropout
-                    y = torch.where(drop.to(device), torch.full_like(y, null_label), y)
-                noise = torch.randn(x0.shape, generator=gen).to(device)
-                t = torch.randint(0, self.num_train_timesteps, (self.batch_size,),
-                                  generator=gen).to(device)
-                noisy = scheduler.add_noise(x0, noise, t)
-                pred = unet(noisy, t, class_labels=y).sample
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            unet = self._build_unet(channels, num_classes, size)
+        # Every random draw below comes from `gen`; the global RNG is left alone.
+        unet.to(device).train()
+        scheduler = self._train_scheduler()
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        # Shifted images are scaled after the shift (`_shift`), at the data's resolution.
+        data = to_nchw(images, size, (-1.0, 1.0)) if not self.augment_shift else \
+            to_nchw(images, value_range=(0.0, 255.0))
+        data = data.to(device)
+        targets = torch.from_numpy(labels).to(device)
+        alphas = scheduler.alphas_cumprod.to(device)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=self.lr,
+                                      weight_decay=self.weight_decay)
+        lr_at = self._lr_lambda()
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+        ema = EMAModel(unet.parameters(), decay=self.ema_decay, use_ema_warmup=True,
+                       inv_gamma=1.0, power=2 / 3, foreach=True)
+        null_label = num_classes
+        n = data.shape[0]
+        for step in range(1, self.steps + 1):
+            index = torch.randint(0, n, (self.batch_size,), generator=gen)
+            x0 = data[index.to(device)]
+            if self.augment_shift:
+                x0 = self._shift(x0, gen, size)
+            y = targets[index.to(device)]
+            if self.cond_dropout > 0:
+                drop = torch.rand(self.batch_size, generator=gen) < self.cond_dropout
+                y = torch.where(drop.to(device), torch.full_like(y, null_label), y)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = torch.randint(0, self.num_train_timesteps, (self.batch_size,),
+                              generator=gen).to(device)
+            noisy = scheduler.add_noise(x0, noise, t)
+            pred = unet(noisy, t, class_labels=y).sample
+            if self.prediction_type == "epsilon":
+                target = noise
+            elif self.prediction_type == "v_prediction":
+                target = scheduler.get_velocity(x0, noise, t)
+            else:
+                target = x0
+            per_image = F.mse_loss(pred.float(), target.float(), reduction="none")
+            per_image = per_image.mean(dim=(1, 2, 3))
+            if self.snr_gamma is not None:
+                snr = alphas[t] / (1 - alphas[t])
+                clipped = torch.clamp(snr, max=self.snr_gamma)
+                # min-SNR-gamma expressed for each target (weights on the x0-error scale).
                 if self.prediction_type == "epsilon":
-                    target = noise
+                    weight = clipped / snr
                 elif self.prediction_type == "v_prediction":
-                    target = scheduler.get_velocity(x0, noise, t)
+                    weight = clipped / (snr + 1)
                 else:
-                    target = x0
-                per_image = F.mse_loss(pred.float(), target.float(), reduction="none")
-                per_image = per_image.mean(dim=(1, 2, 3))
-                if self.snr_gamma is not None:
-                    snr = alphas[t] / (1 - alphas[t])
-                    clipped = torch.clamp(snr, max=self.snr_gamma)
-                    # min-SNR-gamma expressed for each target (weights on the x0-error scale).
-                    if self.prediction_type == "epsilon":
-                        weight = clipped / snr
-                    elif self.prediction_type == "v_prediction":
-                        weight = clipped / (snr + 1)
-                    else:
-                        weight = clipped
-                    loss = (per_image * weight).mean()
-                else:
-                    loss = per_image.mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-                optimizer.step()
-                lr_sched.step()
-                ema.step(unet.parameters())
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"ddpm.fit: loss became {value} at step {step}; "
-                                             f"lower lr (now {self.lr})")
-                running = value if running is None else 0.9 * running + 0.1 * value
-                if progress is not None and (step % report_every == 0 or step == self.steps):
-                    progress(f"ddpm step {step}/{self.steps} loss {running:.4f} "
-                             f"({time.perf_counter() - started:.0f}s)")
-            ema.copy_to(unet.parameters())
-            unet.eval()
-        self.unet = unet
-        self.last_loss = running
-        self.data_shape = (height, width, channels)
-        self.num_classes = int(num_classes)
-        self.model_size = size
-        self.train_seconds = time.perf_counter() - started
+                    weight = clipped
+                loss = (per_image * weight).mean()
+            else:
+                loss = per_image.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            lr_sched.step()
+            ema.step(unet.parameters())
+            log.record(step, loss=float(loss.detach()))
+        ema.copy_to(unet.parameters())
+        self.unet = unet.eval()
 
     def _lr_lambda(self) -> Callable[[int], float]:
         warmup, total = max(self.warmup_steps, 0), self.steps

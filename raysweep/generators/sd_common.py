@@ -137,8 +137,12 @@ class StableDiffusionGenerator(BaseGenerator):
         gpu_memory_fraction: float | None = None,
         local_files_only: bool | None = None,
     ) -> None:
-        model = self.default_model if model is None else model
-        if not str(model).strip():
+        # Every argument is an attribute already (register_to_config); these are recorded
+        # resolved.
+        self.model = self.default_model if model is None else model
+        self.local_files_only = (not downloads_allowed()) if local_files_only is None \
+            else local_files_only
+        if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"{self.name}: model must be a hub id or a local folder, "
                              f"got {model!r}")
         try:
@@ -155,12 +159,11 @@ class StableDiffusionGenerator(BaseGenerator):
         if attention not in _ATTENTION:
             raise ValueError(f"{self.name}: attention {attention!r} is not one of "
                              f"{', '.join(_ATTENTION)}")
-        if batch_size != "auto" and (isinstance(batch_size, str) or int(batch_size) < 1):
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"{self.name}: batch_size must be >= 1 or 'auto', got {batch_size!r}")
-        if int(steps) < 1:
-            raise ValueError(f"{self.name}: steps must be >= 1, got {steps!r}")
+        self._require_positive_ints(steps=steps)
         for key, value in (("height", height), ("width", width)):
-            if value is not None and (int(value) < 8 or int(value) % 8):
+            if value is not None and (not isinstance(value, int) or value < 8 or value % 8):
                 raise ValueError(f"{self.name}: {key} must be a positive multiple of 8 or null, "
                                  f"got {value!r}")
         if gpu_memory_fraction is not None and not 0.0 < float(gpu_memory_fraction) <= 1.0:
@@ -169,31 +172,10 @@ class StableDiffusionGenerator(BaseGenerator):
         if isinstance(compile, str) and compile not in _COMPILE_MODES:
             raise ValueError(f"{self.name}: compile {compile!r} is not true, false or one of "
                              f"{', '.join(_COMPILE_MODES)}")
-        self.model = str(model)
-        self.prompt_template = str(prompt_template)
-        self.negative_prompt = None if negative_prompt is None else str(negative_prompt)
-        self.guidance_scale = float(guidance_scale)
-        self.steps = int(steps)
-        self.scheduler = scheduler
-        self.height = None if height is None else int(height)
-        self.width = None if width is None else int(width)
-        self.dtype = str(dtype)
-        self.safety_checker = bool(safety_checker)
-        self.device = str(device)
-        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
         self.sample_batch_size: int | None = None  # batch_size resolved when the pipeline loads
-        self.attention = str(attention)
-        self.channels_last = bool(channels_last)
-        self.compile = compile if isinstance(compile, str) else bool(compile)
-        self.gpu_memory_fraction = None if gpu_memory_fraction is None \
-            else float(gpu_memory_fraction)
-        self.local_files_only = (not downloads_allowed()) if local_files_only is None \
-            else bool(local_files_only)
         self.pipe = None
-        # What fit() saw, needed to sample: set by fit() or load().
-        self.data_shape: tuple[int, int, int] | None = None  # (H, W, C)
+        # What fit() saw, needed to sample (with data_shape, num_classes): set by fit() or load().
         self.class_names: tuple[str, ...] | None = None
-        self.num_classes: int | None = None
         self.weights_fingerprint: str | None = None
         self.load_seconds: float | None = None
         self.nsfw_flagged = 0

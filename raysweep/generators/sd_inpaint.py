@@ -78,7 +78,6 @@ class StableDiffusionInpaintGenerator(StableDiffusionGenerator):
         if not 0.0 < float(strength) <= 1.0:
             raise ValueError(f"{self.name}: strength must be in (0, 1], got {strength!r}")
         super().__init__(**options)
-        self.strength = float(strength)
 
     def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """Not available: inpainting repaints real images, so it needs them and their masks."""

@@ -27,9 +27,6 @@ are the same whatever is asked after them.
 from __future__ import annotations
 
 import math
-import os
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -37,10 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.data.tensors import to_nchw
-from raysweep.generators.base import (TrainedGenerator, register_generator, register_to_config,
-                                      resolve_auto, torch_threads)
-from raysweep.generators.latent import (decode_seeded_latents, load_module, resolution_levels,
-                                        save_module)
+from raysweep.generators.base import TrainingLog, register_generator, register_to_config
+from raysweep.generators.latent import LatentGenerator, resolution_levels
 
 # What "auto" means on each device: the CPU defaults fit a 2-core laptop in minutes; a GPU
 # affords a wider network and more steps at the data's native resolution.
@@ -49,7 +44,6 @@ _DEVICE_DEFAULTS = {
     "cuda": {"steps": 5000, "base_channels": 64},
 }
 
-_WEIGHTS_FILE = "vae.safetensors"
 _RECONSTRUCTIONS = ("bce", "mse")
 
 
@@ -97,14 +91,10 @@ class ConditionalVAE(nn.Module):
 
 
 @register_generator("vae")
-class VAEGenerator(TrainedGenerator):
+class VAEGenerator(LatentGenerator):
     """Class-conditional VAE, trained from scratch on the train split.
 
     Args:
-        steps: optimizer steps in `fit`.
-            "auto": 2000 on CPU, 5000 on CUDA.
-        batch_size: images per optimizer step (drawn with replacement, a fresh seeded draw each step).
-        lr: peak Adam learning rate (cosine decay to 0 over `steps`).
         latent_dim: size of z.
         hidden_dim: width of the hidden layer between the feature map and z, both ways.
         embed_dim: size of the label embedding (shared by encoder and decoder).
@@ -112,83 +102,63 @@ class VAEGenerator(TrainedGenerator):
             they double at each lower resolution. "auto": 32 on CPU, 64 on CUDA.
         image_size: the square resolution the model trains and samples at; samples are resized
             back to the size of the images `fit` saw. None: the data's own size.
-        beta: weight of the KL term (1 is the plain VAE bound).
         reconstruction: "bce" (per-pixel binary cross-entropy on intensities) or "mse"
             (squared error on intensities in [0, 1]).
+        beta: weight of the KL term (1 is the plain VAE bound).
+        steps: optimizer steps in `fit`.
+            "auto": 2000 on CPU, 5000 on CUDA.
+        batch_size: images per optimizer step (drawn with replacement, a fresh seeded draw each step).
+        lr: peak Adam learning rate (cosine decay to 0 over `steps`).
         temperature: scale of z at sampling.
-        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
-        num_threads: torch intra-op threads while fitting/sampling (restored afterwards);
-            None leaves torch's setting alone. Not part of `config()`.
-        sample_batch_size: images per decoder call in `sample`. Not part of `config()`.
+        **runtime: device, num_threads, sample_batch_size (see `TrainedGenerator`).
     """
 
     name = "vae"
-    runtime_options = frozenset({"device", "num_threads", "sample_batch_size"})
     state_file = "raysweep_vae.json"
+    weights_file = "vae.safetensors"
+    value_range = (0.0, 1.0)
 
     @register_to_config
     def __init__(
         self,
         *,
-        steps: int | str = "auto",
-        batch_size: int = 64,
-        lr: float = 2e-3,
         latent_dim: int = 16,
         hidden_dim: int = 256,
         embed_dim: int = 16,
         base_channels: int | str = "auto",
         image_size: int | None = None,
-        beta: float = 1.0,
         reconstruction: str = "bce",
+        beta: float = 1.0,
+        steps: int | str = "auto",
+        batch_size: int = 64,
+        lr: float = 2e-3,
         temperature: float = 1.0,
-        device: str = "auto",
-        num_threads: int | None = None,
-        sample_batch_size: int = 256,
+        **runtime,
     ) -> None:
-        resolved = resolve_auto(str(device), _DEVICE_DEFAULTS, steps=steps,
-                                base_channels=base_channels)
-        steps, base_channels = resolved["steps"], resolved["base_channels"]
+        super().__init__(**runtime)
+        self._resolve_auto(_DEVICE_DEFAULTS, "steps", "base_channels")
         if reconstruction not in _RECONSTRUCTIONS:
             raise ValueError(f"vae: reconstruction {reconstruction!r} is not one of "
                              f"{', '.join(_RECONSTRUCTIONS)}")
-        for key, value in (("steps", steps), ("batch_size", batch_size),
-                           ("latent_dim", latent_dim), ("hidden_dim", hidden_dim),
-                           ("embed_dim", embed_dim), ("base_channels", base_channels),
-                           ("sample_batch_size", sample_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"vae: {key} must be >= 1, got {value!r}")
-        if image_size is not None and resolution_levels(int(image_size)) == 0:
+        self._require_positive_ints(steps=self.steps, batch_size=batch_size, latent_dim=latent_dim,
+                                    hidden_dim=hidden_dim, embed_dim=embed_dim,
+                                    base_channels=self.base_channels)
+        if image_size is not None and (not isinstance(image_size, int)
+                                       or resolution_levels(image_size) == 0):
             raise ValueError(f"vae: image_size must be even and >= 8 (or None), got {image_size!r}")
         if beta < 0:
             raise ValueError(f"vae: beta must be >= 0, got {beta!r}")
         if temperature < 0:
             raise ValueError(f"vae: temperature must be >= 0, got {temperature!r}")
-        self.steps = int(steps)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.latent_dim = int(latent_dim)
-        self.hidden_dim = int(hidden_dim)
-        self.embed_dim = int(embed_dim)
-        self.base_channels = int(base_channels)
-        self.image_size = None if image_size is None else int(image_size)
-        self.beta = float(beta)
-        self.reconstruction = str(reconstruction)
-        self.temperature = float(temperature)
-        self.device = str(device)
-        self.num_threads = None if num_threads is None else int(num_threads)
-        self.sample_batch_size = int(sample_batch_size)
-        self.model: ConditionalVAE | None = None
-        # What fit() saw, needed to sample: set by fit() or load().
-        self.data_shape: tuple[int, int, int] | None = None  # (H, W, C)
-        self.num_classes: int | None = None
-        self.model_size: int | None = None
-        self.train_seconds: float | None = None
-        self.last_losses: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ parts
-    def _build_model(self, channels: int, num_classes: int, size: int) -> ConditionalVAE:
+    def _build_network(self, channels: int, num_classes: int, size: int) -> ConditionalVAE:
         return ConditionalVAE(num_classes, channels, size, self.latent_dim, self.base_channels,
                               self.hidden_dim, self.embed_dim)
+
+    def _decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image (no pixel noise) for z scaled by the temperature."""
+        return torch.sigmoid(self.network.decode(z * self.temperature, labels))
 
     def _reconstruction_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-image reconstruction loss, summed over pixels."""
@@ -199,83 +169,39 @@ class VAEGenerator(TrainedGenerator):
         return loss.flatten(1).sum(dim=1)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
-            progress: Callable[[str], None] | None = None) -> None:
-        """Train from scratch on `images` (uint8 (N, H, W, C)) with `labels` (int, < num_classes)."""
-        # 1. Check inputs
-        images, labels = self._check_fit_inputs(images, labels, num_classes)
-        height, width, channels = (int(s) for s in images.shape[1:])
-        size = self.image_size if self.image_size is not None else max(height, width)
-        if resolution_levels(size) == 0:
-            raise ValueError(f"vae.fit: the data's size {height}x{width} cannot be halved "
-                             f"down to 4 pixels; set image_size (e.g. 16 or 32)")
-        started = time.perf_counter()
+    def _train(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
+               size: int, log: TrainingLog) -> None:
+        """The negative evidence lower bound (reconstruction + beta * KL) with Adam and a
+        cosine learning-rate decay."""
+        channels = images.shape[-1]
         device = self._torch_device()
-        with torch_threads(self.num_threads):
-            # 2. Build the model from the seed, and its optimizer
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                model = self._build_model(channels, num_classes, size)
-            model.to(device).train()
-            optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-            lr_sched = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / self.steps)))
-            gen = torch.Generator().manual_seed(int(seed) + 1)
-            data = to_nchw(images, size, (0.0, 1.0)).to(device)
-            targets = torch.from_numpy(labels).to(device)
-            n = data.shape[0]
-            report_every = max(1, self.steps // 10)
-            running: dict[str, float] = {}
-            # 3. Training loop
-            for step in range(1, self.steps + 1):
-                index = torch.randint(0, n, (self.batch_size,), generator=gen).to(device)
-                x, y = data[index], targets[index]
-                mu, logvar = model.encode(x, y)
-                eps = torch.randn(mu.shape, generator=gen).to(device)
-                z = mu + eps * torch.exp(0.5 * logvar)
-                recon = self._reconstruction_loss(model.decode(z, y), x).mean()
-                kl = (0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)).sum(dim=1).mean()
-                loss = recon + self.beta * kl
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # The loss is summed over pixels, so early gradients can be large; clip the outliers.
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
-                optimizer.step()
-                lr_sched.step()
-                values = {"recon": float(recon.detach()), "kl": float(kl.detach())}
-                for key, value in values.items():
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"vae.fit: {key} loss became {value} at step "
-                                                 f"{step}; lower lr (now {self.lr})")
-                    running[key] = value if key not in running else 0.9 * running[key] + 0.1 * value
-                if progress is not None and (step % report_every == 0 or step == self.steps):
-                    progress(f"vae step {step}/{self.steps} recon {running['recon']:.2f} "
-                             f"kl {running['kl']:.2f} ({time.perf_counter() - started:.0f}s)")
-            model.eval()
-        self.model = model
-        self.last_losses = running
-        self.data_shape = (height, width, channels)
-        self.num_classes = int(num_classes)
-        self.model_size = size
-        self.train_seconds = time.perf_counter() - started
-
-    # ------------------------------------------------------------------ sample
-    @torch.no_grad()
-    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """One uint8 (H, W, C) image per (label, seed), at the size of the data `fit` saw."""
-        labels, seeds = self._check_request("sample", labels, seeds)
-        with torch_threads(self.num_threads):
-            return decode_seeded_latents(
-                lambda z, y: torch.sigmoid(self.model.decode(z, y)), labels, seeds,
-                latent_dim=self.latent_dim, batch_size=self.sample_batch_size,
-                device=next(self.model.parameters()).device, data_shape=self.data_shape,
-                value_range=(0.0, 1.0), temperature=self.temperature)
-
-    # ------------------------------------------------------------------ persistence
-    def _save_weights(self, directory: str) -> None:
-        save_module(self.model, os.path.join(directory, _WEIGHTS_FILE))
-
-    def _load_weights(self, directory: str) -> None:
-        model = self._build_model(self.data_shape[2], self.num_classes, self.model_size)
-        load_module(model, os.path.join(directory, _WEIGHTS_FILE))
-        self.model = model.to(self._torch_device()).eval()
+        # 1. Build the model from the seed, and its optimizer
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = self._build_network(channels, num_classes, size)
+        model.to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / self.steps)))
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        data = to_nchw(images, size, (0.0, 1.0)).to(device)
+        targets = torch.from_numpy(labels).to(device)
+        n = data.shape[0]
+        # 2. Training loop
+        for step in range(1, self.steps + 1):
+            index = torch.randint(0, n, (self.batch_size,), generator=gen).to(device)
+            x, y = data[index], targets[index]
+            mu, logvar = model.encode(x, y)
+            eps = torch.randn(mu.shape, generator=gen).to(device)
+            z = mu + eps * torch.exp(0.5 * logvar)
+            recon = self._reconstruction_loss(model.decode(z, y), x).mean()
+            kl = (0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)).sum(dim=1).mean()
+            loss = recon + self.beta * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # The loss is summed over pixels, so early gradients can be large; clip the outliers.
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+            optimizer.step()
+            lr_sched.step()
+            log.record(step, recon=float(recon.detach()), kl=float(kl.detach()))
+        self.network = model.eval()
