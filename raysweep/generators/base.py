@@ -345,9 +345,12 @@ class TrainedGenerator(BaseGenerator):
 
     def _resolve_auto(self, defaults: dict[str, dict[str, Any]], *names: str) -> None:
         """The options `names` given as "auto" take this device's `defaults` (`resolve_auto`),
-        so that they are recorded resolved."""
-        self.__dict__.update(resolve_auto(self.device, defaults,
-                                          **{name: getattr(self, name) for name in names}))
+        so that they are recorded resolved; a number given takes the default's type."""
+        device_defaults = defaults[device_kind(self.device)]
+        resolved = resolve_auto(self.device, defaults,
+                                **{name: getattr(self, name) for name in names})
+        self.__dict__.update({name: _like_default(value, device_defaults[name])
+                              for name, value in resolved.items()})
 
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
             progress: Callable[[str], None] | None = None) -> None:
