@@ -1,7 +1,9 @@
 """`dcgan`: a small class-conditional DCGAN that raysweep trains itself (seeds 001 and 004).
 
-Self-contained on purpose (diffusers' single-file policy): the two networks, the training loop
-and the sampler for this generator all live here.
+The two networks and the training loop live here; what every generator raysweep trains shares
+(options recorded from the constructor, fit's checks, save/load) is `TrainedGenerator` in
+`base.py`, and sampling from seeded latents, shared with `vae`, is `LatentGenerator` in
+`latent.py`.
 
 * Generator: the label's embedding is concatenated to z, a linear layer lifts that to a small
   feature map, then transposed convolutions (stride 2) + BatchNorm + ReLU double the resolution

@@ -1,7 +1,8 @@
 """`ddpm`: a small class-conditional diffusion model that raysweep trains itself (diffusers).
 
-Self-contained on purpose (diffusers' single-file policy): the UNet, the training loop and the
-sampler for this generator all live here, built from diffusers parts:
+The UNet, the training loop and the samplers live here (what every generator raysweep trains
+shares, options recorded from the constructor, fit's checks and save/load, is `TrainedGenerator`
+in `base.py`), built from diffusers parts:
 
 * `UNet2DModel` with a class embedding (`num_class_embeds = num_classes + 1`; the extra id is
   the "no label" token used for classifier-free guidance),
@@ -149,6 +150,12 @@ class DDPMGenerator(TrainedGenerator):
         self.block_out_channels = tuple(self.block_out_channels)
         if not self.block_out_channels:
             raise ValueError("ddpm: block_out_channels must name at least one level, e.g. [32, 64]")
+        self._require_positive_ints(
+            steps=self.steps, batch_size=batch_size, sample_steps=sample_steps,
+            layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
+            num_train_timesteps=num_train_timesteps, repaint_steps=repaint_steps,
+            repaint_jump_length=repaint_jump_length, repaint_jump_n_sample=repaint_jump_n_sample,
+            **{f"block_out_channels[{i}]": c for i, c in enumerate(self.block_out_channels)})
         if any(c % norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"ddpm: norm_num_groups={norm_num_groups} must divide every entry of "
                              f"block_out_channels={list(self.block_out_channels)}")
@@ -157,12 +164,6 @@ class DDPMGenerator(TrainedGenerator):
                              f"{', '.join(_PREDICTION_TYPES)}")
         if sampler not in _SAMPLERS:
             raise ValueError(f"ddpm: sampler {sampler!r} is not one of {', '.join(_SAMPLERS)}")
-        self._require_positive_ints(
-            steps=self.steps, batch_size=batch_size, sample_steps=sample_steps,
-            layers_per_block=layers_per_block, num_train_timesteps=num_train_timesteps,
-            repaint_steps=repaint_steps,
-            repaint_jump_length=repaint_jump_length, repaint_jump_n_sample=repaint_jump_n_sample,
-            **{f"block_out_channels[{i}]": c for i, c in enumerate(self.block_out_channels)})
         if self.image_size is not None:
             self._require_positive_ints(image_size=self.image_size)
             if self.image_size < 4:

@@ -1,7 +1,9 @@
 """`vae`: a small class-conditional VAE that raysweep trains itself (seed 001).
 
-Self-contained on purpose (diffusers' single-file policy): the encoder, the decoder, the
-training loop and the sampler for this generator all live here.
+The encoder, the decoder and the training loop live here; what every generator raysweep
+trains shares (options recorded from the constructor, fit's checks, save/load) is
+`TrainedGenerator` in `base.py`, and sampling from seeded latents, shared with `dcgan`, is
+`LatentGenerator` in `latent.py`.
 
 * Encoder q(z | x, y): strided convolutions + LeakyReLU halve the resolution down to a small
   feature map; its flattened features and the label's embedding go through a hidden layer to
