@@ -245,7 +245,7 @@ class StableDiffusionGenerator(BaseGenerator):
 
     def _generation_size(self, pipe=None) -> tuple[int, int]:
         """(height, width) the pipeline generates at: the options, else the UNet's default."""
-        pipe = pipe or self.pipe
+        pipe = self.pipe if pipe is None else pipe
         default = pipe.unet.config.sample_size * pipe.vae_scale_factor
         return self.height or default, self.width or default
 
