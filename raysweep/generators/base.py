@@ -161,12 +161,15 @@ class BaseGenerator:
         inpaint_options: arguments that only `sample_inpaint` reads: in `inpaint_config()`
             instead of `config()`, so that changing them keeps the trained weights.
         state_file: the JSON file `save` writes next to the generator's own files.
+        needs_sources: why `sample(labels, seeds)` is refused by a generator that only varies
+            real images, and which call to make instead.
     """
 
     name: ClassVar[str] = ""
     runtime_options: ClassVar[frozenset[str]] = frozenset()
     inpaint_options: ClassVar[frozenset[str]] = frozenset()
     state_file: ClassVar[str] = ""
+    needs_sources: ClassVar[str] = ""
     data_shape: tuple[int, int, int] | None = None  # (H, W, C) of the images fit() saw
     num_classes: int | None = None
 
@@ -194,6 +197,10 @@ class BaseGenerator:
         left_out = self.runtime_options | self.inpaint_options
         return {"generator": self.name,
                 **{key: value for key, value in self.options().items() if key not in left_out}}
+
+    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """One image per (label, seed); refused (`needs_sources`) unless a subclass samples."""
+        raise TypeError(f"{self.name}: {self.needs_sources}")
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str) -> None:

@@ -21,14 +21,12 @@ class _MaskControl(BaseGenerator):
     """What both controls share: no training, a tiny saved state, the input checks."""
 
     state_file = "raysweep_control.json"
+    needs_sources = ("a control needs source images and masks; call "
+                     "sample_inpaint(images, masks, labels, seeds)")
 
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
             progress: Callable[[str], None] | None = None) -> None:
         self.data_shape = tuple(int(s) for s in np.asarray(images).shape[1:])
-
-    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        raise TypeError(f"{self.name}: a control needs source images and masks; call "
-                        f"sample_inpaint(images, masks, labels, seeds)")
 
     def _save_state(self, directory: str) -> dict[str, Any]:
         return {"data_shape": list(self.data_shape)}

@@ -37,6 +37,7 @@ from raysweep.generators.base import BaseGenerator, register_to_config
 from raysweep.hub import (check_weights_available, downloads_allowed, weights_error,
                           weights_fingerprint)
 
+STABLE_DIFFUSION_1_5 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 # Scheduler names -> diffusers classes; None keeps the scheduler saved with the pipeline.
 _SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler",
                "euler": "EulerDiscreteScheduler", "pndm": "PNDMScheduler"}

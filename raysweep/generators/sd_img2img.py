@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from raysweep.generators.base import denoising_steps, register_generator
-from raysweep.generators.sd_common import StableDiffusionGenerator, _rgb_sources, _to_data_shape
+from raysweep.generators.sd_common import (STABLE_DIFFUSION_1_5, StableDiffusionGenerator,
+                                           _rgb_sources, _to_data_shape)
 
 
 @register_generator("sd-img2img")
@@ -33,8 +34,11 @@ class StableDiffusionImg2ImgGenerator(StableDiffusionGenerator):
     """
 
     pipeline_class = "StableDiffusionImg2ImgPipeline"
-    default_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    default_model = STABLE_DIFFUSION_1_5
     state_file = "raysweep_sd_img2img.json"
+    needs_sources = ("image-to-image needs source images; call "
+                     "sample_img2img(images, labels, seeds, strength) instead of "
+                     "sample(labels, seeds)")
 
     def img2img_config(self) -> dict[str, Any]:
         """What changes `sample_img2img`'s output with the strength (hashed into img2img pool
@@ -42,12 +46,6 @@ class StableDiffusionImg2ImgGenerator(StableDiffusionGenerator):
         `config()`."""
         return {"scheduler": self.scheduler, "steps": self.steps,
                 "guidance_scale": self.guidance_scale}
-
-    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """Not available: image-to-image varies real images, so it needs them."""
-        raise TypeError(f"{self.name}: image-to-image needs source images; call "
-                        f"sample_img2img(images, labels, seeds, strength) instead of "
-                        f"sample(labels, seeds)")
 
     @torch.no_grad()
     def sample_img2img(self, images: np.ndarray, labels: np.ndarray, seeds: np.ndarray,

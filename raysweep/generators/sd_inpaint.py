@@ -72,18 +72,14 @@ class StableDiffusionInpaintGenerator(StableDiffusionGenerator):
     pipeline_class = "StableDiffusionInpaintPipeline"
     default_model = "stable-diffusion-v1-5/stable-diffusion-inpainting"
     state_file = "raysweep_sd_inpaint.json"
+    needs_sources = ("inpainting needs source images and masks; call "
+                     "sample_inpaint(images, masks, labels, seeds) instead of sample(labels, seeds)")
 
     @register_to_config
     def __init__(self, *, strength: float = 1.0, **options) -> None:
         if not 0.0 < float(strength) <= 1.0:
             raise ValueError(f"{self.name}: strength must be in (0, 1], got {strength!r}")
         super().__init__(**options)
-
-    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """Not available: inpainting repaints real images, so it needs them and their masks."""
-        raise TypeError(f"{self.name}: inpainting needs source images and masks; call "
-                        f"sample_inpaint(images, masks, labels, seeds) instead of "
-                        f"sample(labels, seeds)")
 
     @torch.no_grad()
     def sample_inpaint(self, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from raysweep.generators.base import register_generator
-from raysweep.generators.sd_common import StableDiffusionGenerator, _to_data_shape
+from raysweep.generators.sd_common import (STABLE_DIFFUSION_1_5, StableDiffusionGenerator,
+                                           _to_data_shape)
 
 
 @register_generator("sd-text2img")
@@ -25,7 +26,7 @@ class StableDiffusionText2ImgGenerator(StableDiffusionGenerator):
     """
 
     pipeline_class = "StableDiffusionPipeline"
-    default_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    default_model = STABLE_DIFFUSION_1_5
     state_file = "raysweep_sd_text2img.json"
 
     @torch.no_grad()
