@@ -2,7 +2,7 @@
 
 The two networks and the training loop live here; what every generator raysweep trains shares
 (options recorded from the constructor, fit's checks, save/load) is `TrainedGenerator` in
-`base.py`, and sampling from seeded latents, shared with `vae`, is `LatentGenerator` in
+`trained.py`, and sampling from seeded latents, shared with `vae`, is `LatentGenerator` in
 `latent.py`.
 
 * Generator: the label's embedding is concatenated to z, a linear layer lifts that to a small
@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.data.tensors import to_nchw
-from raysweep.generators.base import TrainingLog, register_generator, register_to_config
+from raysweep.generators.base import register_generator, register_to_config
+from raysweep.generators.trained import TrainingLog
 from raysweep.generators.latent import LatentGenerator, resolution_levels
 
 # What "auto" means on each device: the CPU defaults fit a 2-core laptop in minutes; a GPU

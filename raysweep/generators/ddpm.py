@@ -2,7 +2,7 @@
 
 The UNet, the training loop and the samplers live here (what every generator raysweep trains
 shares, options recorded from the constructor, fit's checks and save/load, is `TrainedGenerator`
-in `base.py`), built from diffusers parts:
+in `trained.py`), built from diffusers parts:
 
 * `UNet2DModel` with a class embedding (`num_class_embeds = num_classes + 1`; the extra id is
   the "no label" token used for classifier-free guidance),
@@ -56,8 +56,8 @@ import torch
 import torch.nn.functional as F
 
 from raysweep.data.tensors import to_nchw, to_uint8_nhwc
-from raysweep.generators.base import (TrainedGenerator, TrainingLog, denoising_steps,
-                                      register_generator, register_to_config, torch_threads)
+from raysweep.generators.base import denoising_steps, register_generator, register_to_config
+from raysweep.generators.trained import TrainedGenerator, TrainingLog, torch_threads
 
 _UNET_DIR = "unet"
 _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from raysweep.data.tensors import ValueRange, to_uint8_nhwc
-from raysweep.generators.base import TrainedGenerator, torch_threads
+from raysweep.generators.trained import TrainedGenerator, torch_threads
 
 _MAX_LEVELS = 3
 

@@ -2,7 +2,7 @@
 
 The encoder, the decoder and the training loop live here; what every generator raysweep
 trains shares (options recorded from the constructor, fit's checks, save/load) is
-`TrainedGenerator` in `base.py`, and sampling from seeded latents, shared with `dcgan`, is
+`TrainedGenerator` in `trained.py`, and sampling from seeded latents, shared with `dcgan`, is
 `LatentGenerator` in `latent.py`.
 
 * Encoder q(z | x, y): strided convolutions + LeakyReLU halve the resolution down to a small
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.data.tensors import to_nchw
-from raysweep.generators.base import TrainingLog, register_generator, register_to_config
+from raysweep.generators.base import register_generator, register_to_config
+from raysweep.generators.trained import TrainingLog
 from raysweep.generators.latent import LatentGenerator, resolution_levels
 
 # What "auto" means on each device: the CPU defaults fit a 2-core laptop in minutes; a GPU
