@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from tiny import save_tiny_sd_pipeline
 
 from raysweep.errors import UserError
