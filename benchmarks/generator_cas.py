@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"train_minutes": train_s / 60, "train_cpu_minutes": train_cpu / 60,
                "sample_seconds": sample_s, "images_per_second": args.synthetic / sample_s}
     print(f"ddpm training: {train_s / 60:.2f} min wall ({train_cpu / 60:.2f} min cpu), "
-          f"{config['steps']} steps, final loss {generator.last_loss:.4f}")
+          f"{config['steps']} steps, final loss {generator.last_losses['loss']:.4f}")
     print(f"sampling: {sample_s:.1f} s for {args.synthetic} images "
           f"({args.synthetic / sample_s:.1f} images/s, {config['sample_steps']} steps, "
           f"guidance {config['guidance_scale']})", flush=True)
@@ -210,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{fmt(results['real_plus_synthetic'])}", flush=True)
     if args.resolution_check:
         size = generator.model_size
-        from raysweep.generators.ddpm import _to_model_space, _to_uint8
+        from raysweep.data.tensors import to_nchw, to_uint8_nhwc
 
-        low = _to_uint8(_to_model_space(train.images, size), *train.images.shape[1:3])
+        low = to_uint8_nhwc(to_nchw(train.images, size, (-1.0, 1.0)), *train.images.shape[1:3])
         results["real_at_model_resolution"] = acc(low, train.labels)
         print(f"real only at the generator's {size}x{size} and back: "
               f"{fmt(results['real_at_model_resolution'])}")

@@ -1,4 +1,5 @@
-"""The `ddpm` generator: fit, sample, per-image seeds, nested prefixes, save/load, registry.
+"""The `ddpm` generator: fit, sample, per-image seeds, nested prefixes, save/load, registry; and
+every generator's config, read from its constructor.
 
 A tiny config (two UNet levels of 8 and 16 channels at 8x8, 3 training steps, 2 sampling
 steps) keeps the whole file to a few seconds on a CPU.
@@ -6,6 +7,7 @@ steps) keeps the whole file to a few seconds on a CPU.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -44,7 +46,7 @@ def fitted() -> tuple[DDPMGenerator, list[str]]:
 
 def test_fit_reports_progress_and_finite_loss(fitted):
     gen, messages = fitted
-    assert math.isfinite(gen.last_loss)
+    assert math.isfinite(gen.last_losses["loss"])
     assert messages and "step 3/3" in messages[-1] and "loss" in messages[-1]
 
 
@@ -128,13 +130,77 @@ def test_rgb_and_no_guidance():
     assert gen.sample(np.array([0, 2]), np.array([0, 1])).shape == (2, 8, 8, 3)
 
 
-def test_config_is_json_and_names_what_changes_samples():
-    config = DDPMGenerator(**TINY).config()
+# A valid value other than the default's (or the resolved "auto"'s) for the options a generic
+# change (a flipped bool, int + 1, float / 2) does not fit.
+OTHER_VALUES = {
+    "block_out_channels": [8, 16], "norm_num_groups": 4, "image_size": 8, "weight_decay": 0.01,
+    "beta_schedule": "linear", "prediction_type": "epsilon", "sampler": "ddim", "loss": "bce",
+    "reconstruction": "mse", "model": "raysweep-tests/another-model",
+    "prompt_template": "a picture of a {label}", "negative_prompt": "blurry", "scheduler": "ddim",
+    "height": 64, "width": 64, "dtype": "fp16", "attention": "default", "batch_size": 4,
+    "compile": "reduce-overhead", "gpu_memory_fraction": 0.5, "device": "cuda:1",
+    "num_threads": 2, "fill": 0.5,
+}
+
+
+def _other_value(name: str, value):
+    if name in OTHER_VALUES and OTHER_VALUES[name] != value:
+        return OTHER_VALUES[name]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float) and value:
+        return value / 2
+    raise AssertionError(f"add a valid value other than {value!r} for {name!r} to OTHER_VALUES")
+
+
+def _keys(generator) -> dict[str, str]:
+    from raysweep.store.store import content_key
+
+    return {"config": content_key(generator.config()),
+            "inpaint": content_key(getattr(generator, "inpaint_config", dict)()),
+            "img2img": content_key(getattr(generator, "img2img_config", dict)())}
+
+
+@pytest.mark.parametrize("name", list_generators())
+def test_every_constructor_argument_is_hashed_or_declared_runtime(name):
+    """config() is every constructor argument (resolved) but the declared runtime and inpaint
+    options; changing any hashed one changes the key, changing a runtime one changes no key."""
+    from raysweep.generators import generator_class
+
+    cls = generator_class(name)
+    parameters = set(inspect.signature(cls).parameters)
+    base = create_generator(name, **({"device": "cpu"} if "device" in parameters else {}))
+    config = base.config()
     assert json.loads(json.dumps(config)) == config
-    for key in ("steps", "lr", "image_size", "block_out_channels", "guidance_scale",
-                "sample_steps", "prediction_type", "sampler"):
-        assert key in config
-    assert "device" not in config and "num_threads" not in config
+    hashed = set(config) - {"generator"}
+    assert hashed | cls.runtime_options | cls.inpaint_options == parameters
+    assert not hashed & (cls.runtime_options | cls.inpaint_options)
+    # The recorded options rebuild the same generator: what load() does with a saved config.
+    options = base.options()
+    assert set(options) == parameters
+    assert create_generator(name, **options).options() == options
+    for parameter in sorted(parameters):
+        changed = create_generator(name, **{**options,
+                                            parameter: _other_value(parameter, options[parameter])})
+        assert changed.options()[parameter] != options[parameter], parameter
+        keys, before = _keys(changed), _keys(base)
+        if parameter in hashed:
+            assert keys["config"] != before["config"], parameter
+        elif parameter in cls.inpaint_options:
+            assert keys == {**before, "inpaint": keys["inpaint"]} and keys != before, parameter
+        else:
+            assert keys == before, parameter
+
+
+def test_a_number_is_one_option_however_it_is_written():
+    """YAML's `2` and `2.0` give the same key, and so do a default and the same value passed."""
+    written = DDPMGenerator(**{**TINY, "lr": 3e-3, "guidance_scale": 2, "steps": 3.0}).config()
+    assert written == DDPMGenerator(**{**TINY, "guidance_scale": 2.0}).config()
+    assert isinstance(written["guidance_scale"], float) and isinstance(written["steps"], int)
+    with pytest.raises(ValueError, match="steps must be a whole number >= 1, got 2.5"):
+        DDPMGenerator(steps=2.5)
 
 
 def test_bad_arguments_raise():
@@ -190,7 +256,7 @@ def test_fit_and_sample_on_cuda_and_the_pool_does_not_depend_on_the_batch_size(t
     images, labels = _data()
     gen = DDPMGenerator(**{**TINY, "device": "cuda", "steps": 20})
     gen.fit(images, labels, NUM_CLASSES, seed=0)
-    assert next(gen.unet.parameters()).device.type == "cuda" and math.isfinite(gen.last_loss)
+    assert next(gen.unet.parameters()).device.type == "cuda" and math.isfinite(gen.last_losses["loss"])
     pool_labels, seeds = np.arange(12) % NUM_CLASSES, np.arange(12)
     whole = gen.sample(pool_labels, seeds)
     assert whole.shape == (12, 12, 12, 1) and whole.std() > 0

@@ -1,9 +1,8 @@
 """sd-text2img and sd-inpaint through their real `from_pretrained` path, on tiny pipelines.
 
-The pipelines are built in-process the way diffusers' own tests build them
-(`get_dummy_components`), with random weights and a byte-level CLIP tokenizer written into
-tmp_path (diffusers' tests download `hf-internal-testing/tiny-random-clip`; these run offline),
-then round-tripped through `save_pretrained`. 2 inference steps, 32x32 generation.
+The pipelines are built in-process the way diffusers' own tests build them, with random weights
+(`tiny.save_tiny_sd_pipeline`, offline), then round-tripped through `save_pretrained`. 2
+inference steps, 32x32 generation.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny import save_tiny_sd_pipeline
 
 from raysweep.errors import UserError
 from raysweep.generators import create_generator, list_generators
@@ -21,71 +21,17 @@ STEPS = 2
 SIZE = 32  # generation size in pixels (16x16 latents)
 
 
-def _byte_level_vocab() -> list[str]:
-    """The 256 byte symbols of GPT-2/CLIP byte-level BPE (no merges needed: every text encodes)."""
-    visible = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-               + list(range(ord("®"), ord("ÿ") + 1)))
-    codes, extra = visible[:], 0
-    for byte in range(256):
-        if byte not in visible:
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-def _tiny_tokenizer(directory):
-    from transformers import CLIPTokenizer
-
-    chars = _byte_level_vocab()
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer.from_pretrained(str(directory), model_max_length=77)
-
-
-def _tiny_pipeline(directory, *, inpaint: bool) -> None:
-    """Save a tiny random Stable Diffusion (inpainting) pipeline into `directory`."""
-    from diffusers import (AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline,
-                           StableDiffusionPipeline, UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
-        in_channels=9 if inpaint else 4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, hidden_size=32, intermediate_size=37,
-        layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5, pad_token_id=1,
-        vocab_size=1000))
-    # Stable Diffusion 1.5's own scheduler config.
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
-    pipeline_class = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
-    pipe = pipeline_class(unet=unet, vae=vae, text_encoder=text_encoder,
-                          tokenizer=_tiny_tokenizer(directory.parent / "tokenizer-src"),
-                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                          requires_safety_checker=False)
-    pipe.save_pretrained(str(directory))
-
-
 @pytest.fixture(scope="module")
 def text2img_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sd-text2img") / "pipeline"
-    _tiny_pipeline(directory, inpaint=False)
+    save_tiny_sd_pipeline(directory, inpaint=False)
     return str(directory)
 
 
 @pytest.fixture(scope="module")
 def inpaint_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sd-inpaint") / "pipeline"
-    _tiny_pipeline(directory, inpaint=True)
+    save_tiny_sd_pipeline(directory, inpaint=True)
     return str(directory)
 
 

@@ -22,7 +22,7 @@ from tiny import TINY_DDPM, check_appends, images, shard_names, worker_appends
 
 from raysweep.data import create_dataset, split_dataset
 from raysweep.errors import UserError
-from raysweep.synthesis import service
+from raysweep.synthesis import fitting, sampled
 from raysweep.store.backends import UnsafePath
 from raysweep.store.cache_cli import cache_ls, cache_verify
 from raysweep.store.store import CorruptPool, SyntheticStore
@@ -185,12 +185,12 @@ def test_generator_saved_meta_last_and_loaded_from_a_fresh_cache(store, s3, buck
 
 def test_generator_trained_once_and_reused_through_s3(store, tmp_path):
     train = split_dataset(create_dataset("digits", image_size=8), per_class=2, seed=0).train
-    first = service.ensure_generator(store, "ddpm", TINY_DDPM, train, 0, log=print)
+    first = fitting.ensure_generator(store, "ddpm", TINY_DDPM, train, 0, log=print)
     elsewhere = SyntheticStore(str(store.root), cache_dir=tmp_path / "elsewhere")
-    second = service.ensure_generator(elsewhere, "ddpm", TINY_DDPM, train, 0, log=print)
+    second = fitting.ensure_generator(elsewhere, "ddpm", TINY_DDPM, train, 0, log=print)
     assert not first.reused and second.reused
     assert second.weights_sha256 == first.weights_sha256
-    order = service.pool_order(10, 0, 0, 20)
+    order = sampled.pool_order(10, 0, 0, 20)
     assert np.abs(first.generator.sample(*order).astype(int)
                   - second.generator.sample(*order).astype(int)).max() <= 1
 

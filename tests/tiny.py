@@ -1,7 +1,9 @@
-"""Tiny settings, data and helpers shared by the store, synthesis and sweep tests."""
+"""Tiny settings, data, models and helpers shared by the store, synthesis, generator and sweep
+tests."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -86,3 +88,62 @@ def descends_from_us(pid: int) -> bool:
         if pid == os.getpid():
             return True
     return False
+
+
+# A Stable Diffusion pipeline with random weights that runs 32x32 images in seconds.
+def _byte_level_vocab() -> list[str]:
+    """The 256 byte symbols of GPT-2/CLIP byte-level BPE (no merges needed: every text encodes)."""
+    visible = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+               + list(range(ord("®"), ord("ÿ") + 1)))
+    codes, extra = visible[:], 0
+    for byte in range(256):
+        if byte not in visible:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+def _tiny_tokenizer(directory):
+    from transformers import CLIPTokenizer
+
+    chars = _byte_level_vocab()
+    tokens = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer.from_pretrained(str(directory), model_max_length=77)
+
+
+def save_tiny_sd_pipeline(directory: Path, *, inpaint: bool = False) -> None:
+    """Save a tiny random Stable Diffusion pipeline (an inpainting one: a UNet with 9 input
+    channels) into `directory`, built the way diffusers' own tests build theirs
+    (`get_dummy_components`), with a byte-level CLIP tokenizer written beside it (diffusers'
+    tests download `hf-internal-testing/tiny-random-clip`; this runs offline)."""
+    import torch
+    from diffusers import (AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline,
+                           StableDiffusionPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+        in_channels=9 if inpaint else 4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, hidden_size=32, intermediate_size=37,
+        layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5, pad_token_id=1,
+        vocab_size=1000))
+    # Stable Diffusion 1.5's own scheduler config.
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    pipeline_class = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    pipe = pipeline_class(unet=unet, vae=vae, text_encoder=text_encoder,
+                          tokenizer=_tiny_tokenizer(directory.parent / "tokenizer-src"),
+                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                          requires_safety_checker=False)
+    pipe.save_pretrained(str(directory))

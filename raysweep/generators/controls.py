@@ -9,40 +9,31 @@ records the data shape so the store can key and reload them like any generator.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Callable
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from raysweep.generators.base import register_generator
-
-_CONFIG_FILE = "raysweep_control.json"
+from raysweep.generators.base import BaseGenerator, register_generator, register_to_config
 
 
-class _MaskControl:
-    """What both controls share: no training, a tiny saved config, the input checks."""
+class _MaskControl(BaseGenerator):
+    """What both controls share: no training, a tiny saved state, the input checks."""
 
-    name = ""
-    families = ("inpaint",)  # they repaint masks only (see synthesis.kinds)
+    state_file = "raysweep_control.json"
+    needs_sources = ("a control needs source images and masks; call "
+                     "sample_inpaint(images, masks, labels, seeds)")
+    families = ("inpaint",)  # it repaints masks only (see synthesis.kinds)
 
     def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
             progress: Callable[[str], None] | None = None) -> None:
         self.data_shape = tuple(int(s) for s in np.asarray(images).shape[1:])
 
-    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        raise TypeError(f"{self.name}: a control needs source images and masks; call "
-                        f"sample_inpaint(images, masks, labels, seeds)")
+    def _save_state(self, directory: str) -> dict[str, Any]:
+        return {"data_shape": list(self.data_shape)}
 
-    def save(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, _CONFIG_FILE), "w") as handle:
-            json.dump({"config": self.config(), "data_shape": list(self.data_shape)}, handle)
-
-    def load(self, directory: str) -> None:
-        with open(os.path.join(directory, _CONFIG_FILE)) as handle:
-            self.data_shape = tuple(json.load(handle)["data_shape"])
+    def _load_state(self, directory: str, state: dict[str, Any]) -> None:
+        self.data_shape = tuple(state["data_shape"])
 
     def inpaint_config(self) -> dict[str, Any]:
         return self.config()
@@ -70,14 +61,10 @@ class BlurControl(_MaskControl):
         sigma: blur standard deviation in pixels.
     """
 
+    @register_to_config
     def __init__(self, *, sigma: float = 3.0) -> None:
         if float(sigma) <= 0:
             raise ValueError(f"blur: sigma must be > 0, got {sigma!r}")
-        self.sigma = float(sigma)
-        self.data_shape = None
-
-    def config(self) -> dict[str, Any]:
-        return {"generator": self.name, "sigma": self.sigma}
 
     def _fill(self, source: np.ndarray) -> np.ndarray:
         return gaussian_filter(source, sigma=(0, self.sigma, self.sigma, 0), mode="nearest")
@@ -91,14 +78,10 @@ class EraseControl(_MaskControl):
         fill: "mean" (each image's mean colour) or a grey level in [0, 1].
     """
 
+    @register_to_config
     def __init__(self, *, fill: float | str = "mean") -> None:
         if fill != "mean" and not (isinstance(fill, (int, float)) and 0 <= fill <= 1):
             raise ValueError(f"erase: fill must be 'mean' or a number in [0, 1], got {fill!r}")
-        self.fill = fill
-        self.data_shape = None
-
-    def config(self) -> dict[str, Any]:
-        return {"generator": self.name, "fill": self.fill}
 
     def _fill(self, source: np.ndarray) -> np.ndarray:
         if self.fill == "mean":

@@ -1,7 +1,9 @@
 """`dcgan`: a small class-conditional DCGAN that raysweep trains itself (seeds 001 and 004).
 
-Self-contained on purpose (diffusers' single-file policy): the two networks, the training loop
-and the sampler for this generator all live here.
+The two networks and the training loop live here; what every generator raysweep trains shares
+(options recorded from the constructor, fit's checks, save/load) is `TrainedGenerator` in
+`trained.py`, and sampling from seeded latents, shared with `vae`, is `LatentGenerator` in
+`latent.py`.
 
 * Generator: the label's embedding is concatenated to z, a linear layer lifts that to a small
   feature map, then transposed convolutions (stride 2) + BatchNorm + ReLU double the resolution
@@ -36,21 +38,18 @@ n images of a request are the same whatever is asked after them.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import math
-import os
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysweep.generators.base import register_generator, resolve_auto
+from raysweep.data.tensors import to_nchw
+from raysweep.generators.base import register_generator, register_to_config
+from raysweep.generators.trained import TrainingLog
+from raysweep.generators.latent import LatentGenerator, resolution_levels
 
 # What "auto" means on each device: the CPU defaults fit a 2-core laptop in minutes; a GPU
 # affords a wider network and more steps at the data's native resolution.
@@ -59,57 +58,11 @@ _DEVICE_DEFAULTS = {
     "cuda": {"steps": 5000, "base_channels": 64},
 }
 
-_CONFIG_FILE = "raysweep_dcgan.json"
-_WEIGHTS_FILE = "generator.safetensors"
 _LOSSES = ("hinge", "bce")
-_MAX_LEVELS = 3
 # Images per group of the discriminator's minibatch-standard-deviation channel (at most).
 _STD_GROUP = 4
 # Generated batches used to recompute the generator's BatchNorm statistics after training.
 _BN_BATCHES = 20
-
-
-@contextlib.contextmanager
-def _threads(num_threads: int | None):
-    """Use `num_threads` intra-op threads inside the block only, then restore the old count."""
-    if not num_threads:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _levels(size: int) -> int:
-    """How many times the networks halve/double the resolution: until it would drop below 4."""
-    levels = 0
-    while levels < _MAX_LEVELS and size % 2 == 0 and size // 2 >= 4:
-        size //= 2
-        levels += 1
-    return levels
-
-
-def _to_model_space(images: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, S, S) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = x / 127.5 - 1.0
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-    return x.clamp(-1.0, 1.0)
-
-
-def _to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """float (N, C, S, S) in [-1, 1] -> uint8 (N, H, W, C)."""
-    x = x.float().clamp(-1.0, 1.0)
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > width)
-    x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -134,7 +87,7 @@ class ConditionalDCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, num_classes: int, channels: int, size: int,
                  base_channels: int, embed_dim: int) -> None:
         super().__init__()
-        levels = _levels(size)
+        levels = resolution_levels(size)
         self.start = size // 2 ** levels
         self.start_channels = base_channels * 2 ** (levels - 1)
         self.embed = nn.Embedding(num_classes, embed_dim)
@@ -170,7 +123,7 @@ class ProjectionDiscriminator(nn.Module):
         super().__init__()
         sn = nn.utils.spectral_norm if spectral_norm else (lambda module: module)
         self.group_size = group_size
-        levels = _levels(size)
+        levels = resolution_levels(size)
         layers: list[nn.Module] = []
         width_in, width = channels, base_channels
         for _ in range(levels):
@@ -197,119 +150,75 @@ class ProjectionDiscriminator(nn.Module):
 
 
 @register_generator("dcgan")
-class DCGANGenerator:
+class DCGANGenerator(LatentGenerator):
     """Class-conditional DCGAN, trained from scratch on the train split.
 
     Args:
-        steps: optimizer steps in `fit` (one discriminator and one generator update each).
-            "auto": 1500 on CPU, 5000 on CUDA.
-        batch_size: real images per step (drawn with replacement, a fresh seeded draw each step);
-            as many fakes, with the same labels.
         latent_dim: size of z.
         embed_dim: size of the generator's label embedding (concatenated to z).
         base_channels: channels of the generator's last hidden and the discriminator's first
             layer; they double at each lower resolution.
         image_size: the square resolution the model trains and samples at; samples are resized
             back to the size of the images `fit` saw. None: the data's own size.
+        spectral_norm: spectral norm on every discriminator layer.
+        loss: "hinge" or "bce" (non-saturating).
+        steps: optimizer steps in `fit` (one discriminator and one generator update each).
+            "auto": 1500 on CPU, 5000 on CUDA.
+        batch_size: real images per step (drawn with replacement, a fresh seeded draw each step);
+            as many fakes, with the same labels.
         lr_generator: Adam learning rate of the generator.
         lr_discriminator: Adam learning rate of the discriminator.
         beta1: Adam beta1 (beta2 is 0.999).
-        loss: "hinge" or "bce" (non-saturating).
-        spectral_norm: spectral norm on every discriminator layer.
         ema_decay: decay of the moving average of the generator's weights that is saved and
             sampled; 0 uses the last weights.
         augment_shift: DiffAugment translation of real and fake images by up to this many pixels
             (at model resolution) before the discriminator; 0 disables it.
-        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
-        num_threads: torch intra-op threads while fitting/sampling (restored afterwards);
-            None leaves torch's setting alone. Not part of `config()`.
-        sample_batch_size: images per generator call in `sample`. Not part of `config()`.
+        **runtime: device, num_threads, sample_batch_size (see `TrainedGenerator`).
     """
 
     name = "dcgan"
+    state_file = "raysweep_dcgan.json"
+    weights_file = "generator.safetensors"
+    divergence_hint = "lower lr_generator/lr_discriminator"
 
+    @register_to_config
     def __init__(
         self,
         *,
-        steps: int | str = "auto",
-        batch_size: int = 64,
         latent_dim: int = 64,
         embed_dim: int = 32,
         base_channels: int | str = "auto",
         image_size: int | None = None,
+        spectral_norm: bool = False,
+        loss: str = "hinge",
+        steps: int | str = "auto",
+        batch_size: int = 64,
         lr_generator: float = 2e-4,
         lr_discriminator: float = 2e-4,
         beta1: float = 0.5,
-        loss: str = "hinge",
-        spectral_norm: bool = False,
         ema_decay: float = 0.999,
         augment_shift: int = 2,
-        device: str = "auto",
-        num_threads: int | None = None,
-        sample_batch_size: int = 256,
+        **runtime,
     ) -> None:
-        resolved = resolve_auto(str(device), _DEVICE_DEFAULTS, steps=steps,
-                                base_channels=base_channels)
-        steps, base_channels = resolved["steps"], resolved["base_channels"]
+        super().__init__(**runtime)
+        self._resolve_auto(_DEVICE_DEFAULTS, "steps", "base_channels")
         if loss not in _LOSSES:
             raise ValueError(f"dcgan: loss {loss!r} is not one of {', '.join(_LOSSES)}")
-        for key, value in (("steps", steps), ("batch_size", batch_size),
-                           ("latent_dim", latent_dim), ("embed_dim", embed_dim),
-                           ("base_channels", base_channels),
-                           ("sample_batch_size", sample_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"dcgan: {key} must be >= 1, got {value!r}")
-        if image_size is not None and _levels(int(image_size)) == 0:
+        self._require_positive_ints(steps=self.steps, batch_size=batch_size, latent_dim=latent_dim,
+                                    embed_dim=embed_dim, base_channels=self.base_channels)
+        if image_size is not None and (not isinstance(image_size, int)
+                                       or resolution_levels(image_size) == 0):
             raise ValueError(f"dcgan: image_size must be even and >= 8 (or None), "
                              f"got {image_size!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"dcgan: ema_decay must be in [0, 1), got {ema_decay!r}")
-        if int(augment_shift) < 0:
-            raise ValueError(f"dcgan: augment_shift must be >= 0, got {augment_shift!r}")
-        self.steps = int(steps)
-        self.batch_size = int(batch_size)
-        self.latent_dim = int(latent_dim)
-        self.embed_dim = int(embed_dim)
-        self.base_channels = int(base_channels)
-        self.image_size = None if image_size is None else int(image_size)
-        self.lr_generator = float(lr_generator)
-        self.lr_discriminator = float(lr_discriminator)
-        self.beta1 = float(beta1)
-        self.loss = str(loss)
-        self.spectral_norm = bool(spectral_norm)
-        self.ema_decay = float(ema_decay)
-        self.augment_shift = int(augment_shift)
-        self.device = str(device)
-        self.num_threads = None if num_threads is None else int(num_threads)
-        self.sample_batch_size = int(sample_batch_size)
-        self.generator: ConditionalDCGANGenerator | None = None
-        # What fit() saw, needed to sample: set by fit() or load().
-        self.data_shape: tuple[int, int, int] | None = None  # (H, W, C)
-        self.num_classes: int | None = None
-        self.model_size: int | None = None
-        self.train_seconds: float | None = None
-        self.last_losses: dict[str, float] | None = None
-
-    # ------------------------------------------------------------------ config
-    def config(self) -> dict[str, Any]:
-        """Every hyperparameter that changes the weights or the samples (hashed into pool keys)."""
-        return {
-            "generator": self.name,
-            "steps": self.steps, "batch_size": self.batch_size, "latent_dim": self.latent_dim,
-            "embed_dim": self.embed_dim, "base_channels": self.base_channels,
-            "image_size": self.image_size, "lr_generator": self.lr_generator,
-            "lr_discriminator": self.lr_discriminator, "beta1": self.beta1, "loss": self.loss,
-            "spectral_norm": self.spectral_norm, "ema_decay": self.ema_decay,
-            "augment_shift": self.augment_shift,
-        }
+        if not isinstance(augment_shift, int) or augment_shift < 0:
+            raise ValueError(f"dcgan: augment_shift must be a whole number >= 0, got "
+                             f"{augment_shift!r}")
 
     # ------------------------------------------------------------------ parts
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    def _build_generator(self, channels: int, num_classes: int, size: int):
+    def _build_network(self, channels: int, num_classes: int,
+                       size: int) -> ConditionalDCGANGenerator:
         return ConditionalDCGANGenerator(self.latent_dim, num_classes, channels, size,
                                          self.base_channels, self.embed_dim)
 
@@ -320,101 +229,72 @@ class DCGANGenerator:
         return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
                 + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
 
+    def _decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.network(z, labels)
+
     def _generator_loss(self, fake: torch.Tensor) -> torch.Tensor:
         if self.loss == "hinge":
             return -fake.mean()
         return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
     # ------------------------------------------------------------------ fit
-    def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
-            progress: Callable[[str], None] | None = None) -> None:
-        """Train from scratch on `images` (uint8 (N, H, W, C)) with `labels` (int, < num_classes)."""
-        # 1. Check inputs
-        images = np.asarray(images)
-        labels = np.asarray(labels).astype(np.int64)
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(f"dcgan.fit: images must be uint8 (N, H, W, C), got "
-                             f"{images.dtype} {images.shape}")
-        if labels.shape != (images.shape[0],) or images.shape[0] == 0:
-            raise ValueError(f"dcgan.fit: need one label per image and at least one image, got "
-                             f"{images.shape[0]} images and labels of shape {labels.shape}")
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"dcgan.fit: labels must lie in [0, {num_classes}), got "
-                             f"[{labels.min()}, {labels.max()}]")
-        height, width, channels = (int(s) for s in images.shape[1:])
-        size = self.image_size if self.image_size is not None else max(height, width)
-        if _levels(size) == 0:
-            raise ValueError(f"dcgan.fit: the data's size {height}x{width} cannot be halved "
-                             f"down to 4 pixels; set image_size (e.g. 16 or 32)")
-        started = time.perf_counter()
+    def _train(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
+               size: int, log: TrainingLog) -> None:
+        """One discriminator and one generator update per step on DiffAugment-shifted images;
+        the EMA of the generator, with recomputed BatchNorm statistics, is what is kept."""
+        channels = images.shape[-1]
         device = self._torch_device()
-        with _threads(self.num_threads):
-            # 2. Build both networks from the seed, and their optimizers
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                gen_net = self._build_generator(channels, num_classes, size)
-                disc_net = ProjectionDiscriminator(num_classes, channels, size,
-                                                   self.base_channels, self.spectral_norm,
-                                                   math.gcd(self.batch_size, _STD_GROUP))
-            gen_net.to(device).train()
-            disc_net.to(device).train()
-            ema = copy.deepcopy(gen_net).requires_grad_(False) if self.ema_decay else None
-            betas = (self.beta1, 0.999)
-            opt_g = torch.optim.Adam(gen_net.parameters(), lr=self.lr_generator, betas=betas)
-            opt_d = torch.optim.Adam(disc_net.parameters(), lr=self.lr_discriminator, betas=betas)
-            gen = torch.Generator().manual_seed(int(seed) + 1)
-            data = _to_model_space(images, size).to(device)
-            targets = torch.from_numpy(labels).to(device)
-            n = data.shape[0]
-            report_every = max(1, self.steps // 10)
-            running: dict[str, float] = {}
-            # 3. Training loop: one discriminator, then one generator update per step
-            for step in range(1, self.steps + 1):
-                index = torch.randint(0, n, (self.batch_size,), generator=gen).to(device)
-                real, y = data[index], targets[index]
-                z = torch.randn((self.batch_size, self.latent_dim), generator=gen).to(device)
-                fake = gen_net(z, y)
-                if self.augment_shift:
-                    shift = torch.randint(-self.augment_shift, self.augment_shift + 1,
-                                          (self.batch_size, 2), generator=gen)
-                    real_in, fake_in = _translate(real, shift), _translate(fake, shift)
-                else:
-                    real_in, fake_in = real, fake
-                # Real and fake in one pass (the discriminator has no batch statistics).
-                scores = disc_net(torch.cat([real_in, fake_in.detach()]), torch.cat([y, y]))
-                loss_d = self._discriminator_loss(*scores.chunk(2))
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                loss_g = self._generator_loss(disc_net(fake_in, y))
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                if ema is not None:
-                    # Warm-up so that short runs still average over their own later steps.
-                    decay = min(self.ema_decay, (1.0 + step) / (10.0 + step))
-                    with torch.no_grad():
-                        for avg, cur in zip(ema.parameters(), gen_net.parameters()):
-                            avg.lerp_(cur, 1.0 - decay)
-                values = {"d": float(loss_d.detach()), "g": float(loss_g.detach())}
-                for key, value in values.items():
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"dcgan.fit: {key} loss became {value} at step "
-                                                 f"{step}; lower lr_generator/lr_discriminator")
-                    running[key] = value if key not in running else 0.9 * running[key] + 0.1 * value
-                if progress is not None and (step % report_every == 0 or step == self.steps):
-                    progress(f"dcgan step {step}/{self.steps} loss_d {running['d']:.3f} "
-                             f"loss_g {running['g']:.3f} ({time.perf_counter() - started:.0f}s)")
-            # 4. The weights to keep, with BatchNorm statistics that match them
-            final = ema if ema is not None else gen_net
-            self._recompute_batchnorm(final, num_classes, gen, device)
-            final.eval()
-        self.generator = final
-        self.last_losses = running
-        self.data_shape = (height, width, channels)
-        self.num_classes = int(num_classes)
-        self.model_size = size
-        self.train_seconds = time.perf_counter() - started
+        # 1. Build both networks from the seed, and their optimizers
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            gen_net = self._build_network(channels, num_classes, size)
+            disc_net = ProjectionDiscriminator(num_classes, channels, size,
+                                               self.base_channels, self.spectral_norm,
+                                               math.gcd(self.batch_size, _STD_GROUP))
+        gen_net.to(device).train()
+        disc_net.to(device).train()
+        ema = copy.deepcopy(gen_net).requires_grad_(False) if self.ema_decay else None
+        betas = (self.beta1, 0.999)
+        opt_g = torch.optim.Adam(gen_net.parameters(), lr=self.lr_generator, betas=betas)
+        opt_d = torch.optim.Adam(disc_net.parameters(), lr=self.lr_discriminator, betas=betas)
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        data = to_nchw(images, size, (-1.0, 1.0)).to(device)
+        targets = torch.from_numpy(labels).to(device)
+        n = data.shape[0]
+        # 2. Training loop: one discriminator, then one generator update per step
+        for step in range(1, self.steps + 1):
+            index = torch.randint(0, n, (self.batch_size,), generator=gen).to(device)
+            real, y = data[index], targets[index]
+            z = torch.randn((self.batch_size, self.latent_dim), generator=gen).to(device)
+            fake = gen_net(z, y)
+            if self.augment_shift:
+                shift = torch.randint(-self.augment_shift, self.augment_shift + 1,
+                                      (self.batch_size, 2), generator=gen)
+                real_in, fake_in = _translate(real, shift), _translate(fake, shift)
+            else:
+                real_in, fake_in = real, fake
+            # Real and fake in one pass (the discriminator has no batch statistics).
+            scores = disc_net(torch.cat([real_in, fake_in.detach()]), torch.cat([y, y]))
+            loss_d = self._discriminator_loss(*scores.chunk(2))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            loss_g = self._generator_loss(disc_net(fake_in, y))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            if ema is not None:
+                # Warm-up so that short runs still average over their own later steps.
+                decay = min(self.ema_decay, (1.0 + step) / (10.0 + step))
+                with torch.no_grad():
+                    for avg, cur in zip(ema.parameters(), gen_net.parameters()):
+                        avg.lerp_(cur, 1.0 - decay)
+            log.record(step, loss_d=float(loss_d.detach()), loss_g=float(loss_g.detach()))
+        # 3. The weights to keep, with BatchNorm statistics that match them
+        final = ema if ema is not None else gen_net
+        self._recompute_batchnorm(final, num_classes, gen, device)
+        final.eval()
+        self.network = final
 
     @torch.no_grad()
     def _recompute_batchnorm(self, net: nn.Module, num_classes: int, gen: torch.Generator,
@@ -432,87 +312,3 @@ class DCGANGenerator:
             net(z, y)
         for module, momentum in zip(norms, momenta):
             module.momentum = momentum
-
-    # ------------------------------------------------------------------ sample
-    @torch.no_grad()
-    def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """One uint8 (H, W, C) image per (label, seed), at the size of the data `fit` saw."""
-        # 1. Check inputs
-        if self.generator is None or self.data_shape is None:
-            raise RuntimeError("dcgan.sample: call fit() or load() first")
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
-        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
-        if labels.shape != seeds.shape:
-            raise ValueError(f"dcgan.sample: need one seed per label, got {labels.shape[0]} "
-                             f"labels and {seeds.shape[0]} seeds")
-        height, width, channels = self.data_shape
-        if labels.size == 0:
-            return np.zeros((0, height, width, channels), np.uint8)
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"dcgan.sample: labels must lie in [0, {self.num_classes})")
-        # 2. Generate in batches of one fixed shape (the last one padded), so that no image's
-        #    float rounding depends on how many images were asked for
-        device = next(self.generator.parameters()).device
-        batch = self.sample_batch_size
-        self.generator.eval()
-        out = []
-        with _threads(self.num_threads):
-            for start in range(0, labels.size, batch):
-                chunk_labels = labels[start:start + batch]
-                chunk_seeds = seeds[start:start + batch]
-                count = chunk_labels.size
-                z = torch.stack([
-                    torch.randn(self.latent_dim, generator=torch.Generator().manual_seed(int(s)))
-                    for s in chunk_seeds])
-                y = torch.from_numpy(chunk_labels)
-                if count < batch:
-                    z = torch.cat([z, z[:1].expand(batch - count, -1)])
-                    y = torch.cat([y, y[:1].expand(batch - count)])
-                x = self.generator(z.to(device), y.to(device))[:count]
-                out.append(_to_uint8(x, height, width))
-        return np.concatenate(out)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: str) -> None:
-        """Write the generator's weights (safetensors) and raysweep_dcgan.json into `directory`."""
-        from safetensors.torch import save_file
-
-        if self.generator is None:
-            raise RuntimeError("dcgan.save: nothing to save; call fit() first")
-        os.makedirs(directory, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
-        tmp = os.path.join(directory, _WEIGHTS_FILE + ".tmp")
-        save_file(state, tmp)
-        os.replace(tmp, os.path.join(directory, _WEIGHTS_FILE))
-        meta = {"config": self.config(), "data_shape": list(self.data_shape),
-                "num_classes": self.num_classes, "model_size": self.model_size,
-                "train_seconds": self.train_seconds}
-        tmp = os.path.join(directory, _CONFIG_FILE + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(meta, handle, indent=2, sort_keys=True)
-        os.replace(tmp, os.path.join(directory, _CONFIG_FILE))
-
-    def load(self, directory: str) -> None:
-        """Load what `save` wrote; the saved config replaces this instance's hyperparameters."""
-        from safetensors.torch import load_file
-
-        path = os.path.join(directory, _CONFIG_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"dcgan.load: {path} not found; is {directory!r} a directory "
-                                    f"written by DCGANGenerator.save?")
-        with open(path) as handle:
-            meta = json.load(handle)
-        config = dict(meta["config"])
-        config.pop("generator", None)
-        fresh = DCGANGenerator(**config, device=self.device, num_threads=self.num_threads,
-                               sample_batch_size=self.sample_batch_size)
-        self.__dict__.update(fresh.__dict__)
-        height, width, channels = (int(s) for s in meta["data_shape"])
-        num_classes, size = int(meta["num_classes"]), int(meta["model_size"])
-        net = self._build_generator(channels, num_classes, size)
-        net.load_state_dict(load_file(os.path.join(directory, _WEIGHTS_FILE)))
-        self.generator = net.to(self._torch_device()).eval()
-        self.data_shape = (height, width, channels)
-        self.num_classes = num_classes
-        self.model_size = size
-        self.train_seconds = meta.get("train_seconds")

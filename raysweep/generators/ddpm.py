@@ -1,7 +1,8 @@
 """`ddpm`: a small class-conditional diffusion model that raysweep trains itself (diffusers).
 
-Self-contained on purpose (diffusers' single-file policy): the UNet, the training loop and the
-sampler for this generator all live here, built from diffusers parts:
+The UNet, the training loop and the samplers live here (what every generator raysweep trains
+shares, options recorded from the constructor, fit's checks and save/load, is `TrainedGenerator`
+in `trained.py`), built from diffusers parts:
 
 * `UNet2DModel` with a class embedding (`num_class_embeds = num_classes + 1`; the extra id is
   the "no label" token used for classifier-free guidance),
@@ -28,20 +29,25 @@ the source noised to that step and the masked ones come from the model; resampli
 so the UNet's v- or x0-prediction is converted first. The result is pasted back into the source
 through the full-resolution mask, so unmasked pixels are the source's exactly.
 
+Variations of real images (`sample_img2img`, the `img2img` synthesis kind) are SDEdit (Meng et
+al. 2022) the way diffusers' img2img pipelines run it: the source is noised to the sampler's
+timestep at `strength` of its schedule (`get_timesteps`: int(strength * sample_steps) steps
+from the end, at least one) and denoised toward its target class through the same scheduler
+and guidance as `sample`, from that step on (`set_begin_index`). It runs only those steps, so
+its cost scales with strength; strength 1 starts from (nearly) pure noise.
+
 Determinism: `fit` with the same data, config and seed gives the same weights on the same
 device and thread count. `sample` draws image i's initial noise from
 `torch.Generator().manual_seed(seeds[i])` on the CPU and the sampler adds no noise, so image i
-depends only on the weights, `labels[i]` and `seeds[i]`; the first n images of a request are
-the same whatever is asked after them (up to float rounding across batch sizes).
+depends only on the weights, `labels[i]` and `seeds[i]` (and for `sample_img2img` on
+`images[i]` and the strength); the first n images of a request are the same whatever is asked
+after them (up to float rounding across batch sizes).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,9 +55,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raysweep.generators.base import register_generator, resolve_auto
+from raysweep.data.tensors import to_nchw, to_uint8_nhwc
+from raysweep.generators.base import denoising_steps, register_generator, register_to_config
+from raysweep.generators.trained import TrainedGenerator, TrainingLog, torch_threads
 
-_CONFIG_FILE = "raysweep_ddpm.json"
 _UNET_DIR = "unet"
 _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _SAMPLERS = ("dpmsolver++", "ddim")
@@ -64,42 +71,8 @@ _DEVICE_DEFAULTS = {
 }
 
 
-@contextlib.contextmanager
-def _threads(num_threads: int | None):
-    """Use `num_threads` intra-op threads inside the block only, then restore the old count."""
-    if not num_threads:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _to_model_space(images: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, S, S) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = x / 127.5 - 1.0
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-    return x.clamp(-1.0, 1.0)
-
-
-def _to_uint8(x: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """float (N, C, S, S) in about [-1, 1] -> uint8 (N, H, W, C)."""
-    x = x.float().clamp(-1.0, 1.0)
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > width)
-    x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
 @register_generator("ddpm")
-class DDPMGenerator:
+class DDPMGenerator(TrainedGenerator):
     """Class-conditional DDPM (diffusers `UNet2DModel`), trained from scratch on the train split.
 
     Args:
@@ -129,21 +102,20 @@ class DDPMGenerator:
         sample_steps: denoising steps per sample.
         augment_shift: random translation of training images by up to this many pixels (at the
             data's resolution, zero padded); 0 disables it.
-        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ... Not part of `config()`.
-        num_threads: torch intra-op threads while fitting/sampling (restored afterwards);
-            None leaves torch's setting alone. Not part of `config()`. On a CPU that other
-            processes keep busy, 1 is much faster than 2 for this small model (measured: a
-            training step 0.18 s with 1 thread, up to 5 s with 2 at load average 2 on 2 cores).
-        sample_batch_size: images per denoising batch in `sample`. Not part of `config()`.
+        sample_batch_size: images per denoising batch. Not part of `config()`.
         repaint_steps: denoising steps of `sample_inpaint` (before resampling jumps). Part of
             `inpaint_config()`, not of `config()`: the weights do not depend on it.
         repaint_jump_length: RePaint's jump length j (steps re-noised per jump).
         repaint_jump_n_sample: RePaint's r (passes over each jump; 1 = no resampling).
+        **runtime: device, num_threads (see `TrainedGenerator`).
     """
 
     name = "ddpm"
-    families = ("sample", "inpaint")  # see synthesis.kinds
+    families = ("sample", "inpaint", "img2img")  # see synthesis.kinds
+    inpaint_options = frozenset({"repaint_steps", "repaint_jump_length", "repaint_jump_n_sample"})
+    state_file = "raysweep_ddpm.json"
 
+    @register_to_config
     def __init__(
         self,
         *,
@@ -168,107 +140,55 @@ class DDPMGenerator:
         sampler: str = "dpmsolver++",
         sample_steps: int = 15,
         augment_shift: int = 0,
-        device: str = "auto",
-        num_threads: int | None = None,
         sample_batch_size: int = 250,
         repaint_steps: int = 20,
         repaint_jump_length: int = 5,
         repaint_jump_n_sample: int = 2,
+        **runtime,
     ) -> None:
-        resolved = resolve_auto(str(device), _DEVICE_DEFAULTS, steps=steps, image_size=image_size,
-                                block_out_channels=block_out_channels)
-        steps, image_size = resolved["steps"], resolved["image_size"]
-        block_out_channels = tuple(int(c) for c in resolved["block_out_channels"])
-        if not block_out_channels:
+        super().__init__(sample_batch_size=sample_batch_size, **runtime)
+        self._resolve_auto(_DEVICE_DEFAULTS, "steps", "image_size", "block_out_channels")
+        self.block_out_channels = tuple(self.block_out_channels)
+        if not self.block_out_channels:
             raise ValueError("ddpm: block_out_channels must name at least one level, e.g. [32, 64]")
-        if any(c % norm_num_groups for c in block_out_channels):
+        self._require_positive_ints(
+            steps=self.steps, batch_size=batch_size, sample_steps=sample_steps,
+            layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
+            num_train_timesteps=num_train_timesteps, repaint_steps=repaint_steps,
+            repaint_jump_length=repaint_jump_length, repaint_jump_n_sample=repaint_jump_n_sample,
+            **{f"block_out_channels[{i}]": c for i, c in enumerate(self.block_out_channels)})
+        if any(c % norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"ddpm: norm_num_groups={norm_num_groups} must divide every entry of "
-                             f"block_out_channels={list(block_out_channels)}")
+                             f"block_out_channels={list(self.block_out_channels)}")
         if prediction_type not in _PREDICTION_TYPES:
             raise ValueError(f"ddpm: prediction_type {prediction_type!r} is not one of "
                              f"{', '.join(_PREDICTION_TYPES)}")
         if sampler not in _SAMPLERS:
             raise ValueError(f"ddpm: sampler {sampler!r} is not one of {', '.join(_SAMPLERS)}")
-        for key, value in (("steps", steps), ("batch_size", batch_size),
-                           ("sample_steps", sample_steps), ("layers_per_block", layers_per_block),
-                           ("num_train_timesteps", num_train_timesteps),
-                           ("sample_batch_size", sample_batch_size),
-                           ("repaint_steps", repaint_steps),
-                           ("repaint_jump_length", repaint_jump_length),
-                           ("repaint_jump_n_sample", repaint_jump_n_sample)):
-            if int(value) < 1:
-                raise ValueError(f"ddpm: {key} must be >= 1, got {value!r}")
-        if image_size is not None and int(image_size) < 4:
-            raise ValueError(f"ddpm: image_size must be >= 4 or None, got {image_size!r}")
+        if self.image_size is not None:
+            self._require_positive_ints(image_size=self.image_size)
+            if self.image_size < 4:
+                raise ValueError(f"ddpm: image_size must be >= 4 or None, got {image_size!r}")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"ddpm: cond_dropout must be in [0, 1), got {cond_dropout!r}")
         if guidance_scale != 1.0 and cond_dropout == 0.0:
             raise ValueError("ddpm: guidance_scale != 1 needs cond_dropout > 0 (the model must "
                              "learn the unconditional case); set guidance_scale: 1.0")
-        self.steps = int(steps)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.warmup_steps = int(warmup_steps)
-        self.weight_decay = float(weight_decay)
-        self.image_size = None if image_size is None else int(image_size)
-        self.block_out_channels = block_out_channels
-        self.layers_per_block = int(layers_per_block)
-        self.attention = bool(attention)
-        self.mid_attention = bool(mid_attention)
-        self.norm_num_groups = int(norm_num_groups)
-        self.num_train_timesteps = int(num_train_timesteps)
-        self.beta_schedule = str(beta_schedule)
-        self.prediction_type = str(prediction_type)
-        self.snr_gamma = None if snr_gamma is None else float(snr_gamma)
-        self.ema_decay = float(ema_decay)
-        self.cond_dropout = float(cond_dropout)
-        self.guidance_scale = float(guidance_scale)
-        self.sampler = str(sampler)
-        self.sample_steps = int(sample_steps)
-        self.augment_shift = int(augment_shift)
-        self.device = str(device)
-        self.num_threads = None if num_threads is None else int(num_threads)
-        self.sample_batch_size = int(sample_batch_size)
-        self.repaint_steps = int(repaint_steps)
-        self.repaint_jump_length = int(repaint_jump_length)
-        self.repaint_jump_n_sample = int(repaint_jump_n_sample)
         self.unet = None
-        # What fit() saw, needed to sample: set by fit() or load().
-        self.data_shape: tuple[int, int, int] | None = None  # (H, W, C)
-        self.num_classes: int | None = None
-        self.model_size: int | None = None
-        self.train_seconds: float | None = None
-        self.last_loss: float | None = None  # smoothed training loss at the end of fit()
 
     # ------------------------------------------------------------------ config
-    def config(self) -> dict[str, Any]:
-        """Every hyperparameter that changes the weights or the samples (hashed into pool keys)."""
-        return {
-            "generator": self.name,
-            "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-            "warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay,
-            "image_size": self.image_size, "block_out_channels": list(self.block_out_channels),
-            "layers_per_block": self.layers_per_block, "attention": self.attention,
-            "mid_attention": self.mid_attention, "norm_num_groups": self.norm_num_groups,
-            "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
-            "prediction_type": self.prediction_type, "snr_gamma": self.snr_gamma,
-            "ema_decay": self.ema_decay, "cond_dropout": self.cond_dropout,
-            "guidance_scale": self.guidance_scale, "sampler": self.sampler,
-            "sample_steps": self.sample_steps, "augment_shift": self.augment_shift,
-        }
-
     def inpaint_config(self) -> dict[str, Any]:
         """What changes `sample_inpaint`'s output beyond the weights (hashed into inpaint pool keys)."""
-        return {"repaint_steps": self.repaint_steps, "repaint_jump_length": self.repaint_jump_length,
-                "repaint_jump_n_sample": self.repaint_jump_n_sample,
-                "guidance_scale": self.guidance_scale}
+        options = self.options()
+        return {key: options[key] for key in sorted(self.inpaint_options | {"guidance_scale"})}
+
+    def img2img_config(self) -> dict[str, Any]:
+        """What changes `sample_img2img`'s output beyond the weights and the strength (hashed
+        into img2img pool keys): the sampler that `sample` uses too."""
+        options = self.options()
+        return {key: options[key] for key in ("sampler", "sample_steps", "guidance_scale")}
 
     # ------------------------------------------------------------------ parts
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
     def _build_unet(self, channels: int, num_classes: int, size: int):
         from diffusers import UNet2DModel
 
@@ -307,117 +227,91 @@ class DDPMGenerator:
                                            lower_order_final=True, timestep_spacing="trailing")
 
     def _model_size_for(self, height: int, width: int) -> int:
-        if self.image_size is not None:
-            return self.image_size
+        """`image_size`, else the data's larger side rounded up to what the UNet's levels halve."""
         multiple = 2 ** (len(self.block_out_channels) - 1)
-        return int(math.ceil(max(height, width) / multiple) * multiple)
+        if self.image_size is None:
+            return int(math.ceil(max(height, width) / multiple) * multiple)
+        if self.image_size % multiple:
+            raise ValueError(f"ddpm.fit: image_size {self.image_size} must be a multiple of "
+                             f"{multiple} for {len(self.block_out_channels)} UNet levels; use "
+                             f"{(self.image_size // multiple + 1) * multiple} or fewer "
+                             f"block_out_channels")
+        return self.image_size
 
     # ------------------------------------------------------------------ fit
-    def fit(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
-            progress: Callable[[str], None] | None = None) -> None:
-        """Train from scratch on `images` (uint8 (N, H, W, C)) with `labels` (int, < num_classes)."""
-        images = np.asarray(images)
-        labels = np.asarray(labels).astype(np.int64)
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(f"ddpm.fit: images must be uint8 (N, H, W, C), got "
-                             f"{images.dtype} {images.shape}")
-        if labels.shape != (images.shape[0],) or images.shape[0] == 0:
-            raise ValueError(f"ddpm.fit: need one label per image and at least one image, got "
-                             f"{images.shape[0]} images and labels of shape {labels.shape}")
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"ddpm.fit: labels must lie in [0, {num_classes}), got "
-                             f"[{labels.min()}, {labels.max()}]")
+    def _train(self, images: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
+               size: int, log: TrainingLog) -> None:
+        """Denoising loss (min-SNR weighted) on noised training images; AdamW with warm-up
+        and cosine decay; the EMA of the weights is what is kept."""
         from diffusers.training_utils import EMAModel
 
-        started = time.perf_counter()
-        height, width, channels = (int(s) for s in images.shape[1:])
-        size = self._model_size_for(height, width)
-        multiple = 2 ** (len(self.block_out_channels) - 1)
-        if size % multiple:
-            raise ValueError(f"ddpm.fit: image_size {size} must be a multiple of {multiple} for "
-                             f"{len(self.block_out_channels)} UNet levels; use "
-                             f"{(size // multiple + 1) * multiple} or fewer block_out_channels")
+        channels = images.shape[-1]
         device = self._torch_device()
-        with _threads(self.num_threads):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                unet = self._build_unet(channels, num_classes, size)
-            # Every random draw below comes from `gen`; the global RNG is left alone.
-            unet.to(device).train()
-            scheduler = self._train_scheduler()
-            gen = torch.Generator().manual_seed(int(seed) + 1)
-            data = _to_model_space(images, size) if not self.augment_shift else \
-                torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-            data = data.to(device)
-            targets = torch.from_numpy(labels).to(device)
-            alphas = scheduler.alphas_cumprod.to(device)
-            optimizer = torch.optim.AdamW(unet.parameters(), lr=self.lr,
-                                          weight_decay=self.weight_decay)
-            lr_at = self._lr_lambda()
-            lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-            ema = EMAModel(unet.parameters(), decay=self.ema_decay, use_ema_warmup=True,
-                           inv_gamma=1.0, power=2 / 3, foreach=True)
-            report_every = max(1, self.steps // 10)
-            running = None
-            null_label = num_classes
-            n = data.shape[0]
-            for step in range(1, self.steps + 1):
-                index = torch.randint(0, n, (self.batch_size,), generator=gen)
-                x0 = data[index.to(device)]
-                if self.augment_shift:
-                    x0 = self._shift(x0, gen, size)
-                y = targets[index.to(device)]
-                if self.cond_dropout > 0:
-                    drop = torch.rand(self.batch_size, generator=gen) < self.cond_dropout
-                    y = torch.where(drop.to(device), torch.full_like(y, null_label), y)
-                noise = torch.randn(x0.shape, generator=gen).to(device)
-                t = torch.randint(0, self.num_train_timesteps, (self.batch_size,),
-                                  generator=gen).to(device)
-                noisy = scheduler.add_noise(x0, noise, t)
-                pred = unet(noisy, t, class_labels=y).sample
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            unet = self._build_unet(channels, num_classes, size)
+        # Every random draw below comes from `gen`; the global RNG is left alone.
+        unet.to(device).train()
+        scheduler = self._train_scheduler()
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        # Shifted images are scaled after the shift (`_shift`), at the data's resolution.
+        data = to_nchw(images, size, (-1.0, 1.0)) if not self.augment_shift else \
+            to_nchw(images, value_range=(0.0, 255.0))
+        data = data.to(device)
+        targets = torch.from_numpy(labels).to(device)
+        alphas = scheduler.alphas_cumprod.to(device)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=self.lr,
+                                      weight_decay=self.weight_decay)
+        lr_at = self._lr_lambda()
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+        ema = EMAModel(unet.parameters(), decay=self.ema_decay, use_ema_warmup=True,
+                       inv_gamma=1.0, power=2 / 3, foreach=True)
+        null_label = num_classes
+        n = data.shape[0]
+        for step in range(1, self.steps + 1):
+            index = torch.randint(0, n, (self.batch_size,), generator=gen)
+            x0 = data[index.to(device)]
+            if self.augment_shift:
+                x0 = self._shift(x0, gen, size)
+            y = targets[index.to(device)]
+            if self.cond_dropout > 0:
+                drop = torch.rand(self.batch_size, generator=gen) < self.cond_dropout
+                y = torch.where(drop.to(device), torch.full_like(y, null_label), y)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = torch.randint(0, self.num_train_timesteps, (self.batch_size,),
+                              generator=gen).to(device)
+            noisy = scheduler.add_noise(x0, noise, t)
+            pred = unet(noisy, t, class_labels=y).sample
+            if self.prediction_type == "epsilon":
+                target = noise
+            elif self.prediction_type == "v_prediction":
+                target = scheduler.get_velocity(x0, noise, t)
+            else:
+                target = x0
+            per_image = F.mse_loss(pred.float(), target.float(), reduction="none")
+            per_image = per_image.mean(dim=(1, 2, 3))
+            if self.snr_gamma is not None:
+                snr = alphas[t] / (1 - alphas[t])
+                clipped = torch.clamp(snr, max=self.snr_gamma)
+                # min-SNR-gamma expressed for each target (weights on the x0-error scale).
                 if self.prediction_type == "epsilon":
-                    target = noise
+                    weight = clipped / snr
                 elif self.prediction_type == "v_prediction":
-                    target = scheduler.get_velocity(x0, noise, t)
+                    weight = clipped / (snr + 1)
                 else:
-                    target = x0
-                per_image = F.mse_loss(pred.float(), target.float(), reduction="none")
-                per_image = per_image.mean(dim=(1, 2, 3))
-                if self.snr_gamma is not None:
-                    snr = alphas[t] / (1 - alphas[t])
-                    clipped = torch.clamp(snr, max=self.snr_gamma)
-                    # min-SNR-gamma expressed for each target (weights on the x0-error scale).
-                    if self.prediction_type == "epsilon":
-                        weight = clipped / snr
-                    elif self.prediction_type == "v_prediction":
-                        weight = clipped / (snr + 1)
-                    else:
-                        weight = clipped
-                    loss = (per_image * weight).mean()
-                else:
-                    loss = per_image.mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-                optimizer.step()
-                lr_sched.step()
-                ema.step(unet.parameters())
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"ddpm.fit: loss became {value} at step {step}; "
-                                             f"lower lr (now {self.lr})")
-                running = value if running is None else 0.9 * running + 0.1 * value
-                if progress is not None and (step % report_every == 0 or step == self.steps):
-                    progress(f"ddpm step {step}/{self.steps} loss {running:.4f} "
-                             f"({time.perf_counter() - started:.0f}s)")
-            ema.copy_to(unet.parameters())
-            unet.eval()
-        self.unet = unet
-        self.last_loss = running
-        self.data_shape = (height, width, channels)
-        self.num_classes = int(num_classes)
-        self.model_size = size
-        self.train_seconds = time.perf_counter() - started
+                    weight = clipped
+                loss = (per_image * weight).mean()
+            else:
+                loss = per_image.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            lr_sched.step()
+            ema.step(unet.parameters())
+            log.record(step, loss=float(loss.detach()))
+        ema.copy_to(unet.parameters())
+        self.unet = unet.eval()
 
     def _lr_lambda(self) -> Callable[[int], float]:
         warmup, total = max(self.warmup_steps, 0), self.steps
@@ -449,46 +343,90 @@ class DDPMGenerator:
     @torch.no_grad()
     def sample(self, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """One uint8 (H, W, C) image per (label, seed), at the size of the data `fit` saw."""
-        if self.unet is None or self.data_shape is None:
-            raise RuntimeError("ddpm.sample: call fit() or load() first")
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
-        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
-        if labels.shape != seeds.shape:
-            raise ValueError(f"ddpm.sample: need one seed per label, got {labels.shape[0]} labels "
-                             f"and {seeds.shape[0]} seeds")
+        labels, seeds = self._check_request("sample", labels, seeds)
+        return self._generate(labels, seeds)
+
+    @torch.no_grad()
+    def sample_img2img(self, images: np.ndarray, labels: np.ndarray, seeds: np.ndarray,
+                       strength: float) -> np.ndarray:
+        """Vary each source image toward a class (SDEdit): noise it to `strength`, denoise.
+
+        Args:
+            images: the sources, uint8 (N, H, W, C) at the size `fit` saw.
+            labels: the class each variant is denoised toward (its own or another one).
+            seeds: seed per image (its noise comes from a CPU generator seeded with it).
+            strength: in (0, 1]: how far along the schedule the source is noised; the sampler
+                runs int(strength * sample_steps) of its steps (at least one). 1 starts from
+                (nearly) pure noise and no longer depends on the source.
+
+        Returns:
+            uint8 (N, H, W, C): one variant per source.
+        """
+        images = np.asarray(images)
+        labels, seeds = self._check_request("sample_img2img", labels, seeds, images)
+        self._check_source_shape("sample_img2img", images)
+        steps = denoising_steps(self.sample_steps, strength)
+        return self._generate(labels, seeds, images, steps)
+
+    def _check_source_shape(self, method: str, images: np.ndarray) -> None:
+        if images.shape[1:] != tuple(self.data_shape):
+            raise ValueError(f"ddpm.{method}: images must be uint8 (N, "
+                             f"{', '.join(map(str, self.data_shape))}) like the data fit() saw, "
+                             f"got {images.dtype} {images.shape}")
+
+    def _generate(self, labels: np.ndarray, seeds: np.ndarray, sources: np.ndarray | None = None,
+                  steps: int | None = None) -> np.ndarray:
+        """Images from per-image seeded noise, in batches of `sample_batch_size`: denoised from
+        pure noise, or from `sources` noised to the last `steps` of the sampler's schedule."""
         height, width, channels = self.data_shape
         if labels.size == 0:
             return np.zeros((0, height, width, channels), np.uint8)
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"ddpm.sample: labels must lie in [0, {self.num_classes})")
         device = next(self.unet.parameters()).device
         size = self.model_size
         out = []
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             for start in range(0, labels.size, self.sample_batch_size):
                 chunk = slice(start, start + self.sample_batch_size)
                 noise = torch.stack([
                     torch.randn((channels, size, size),
                                 generator=torch.Generator().manual_seed(int(s)))
-                    for s in seeds[chunk]])
-                x = self._denoise(noise.to(device), torch.from_numpy(labels[chunk]).to(device))
-                out.append(_to_uint8(x, height, width))
+                    for s in seeds[chunk]]).to(device)
+                source = None if sources is None else \
+                    to_nchw(sources[chunk], size, (-1.0, 1.0)).to(device)
+                x = self._denoise(noise, torch.from_numpy(labels[chunk]).to(device), source, steps)
+                out.append(to_uint8_nhwc(x, height, width))
         return np.concatenate(out)
 
-    def _denoise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _denoise(self, noise: torch.Tensor, y: torch.Tensor, source: torch.Tensor | None = None,
+                 steps: int | None = None) -> torch.Tensor:
+        """Run the sampler over its whole schedule from `noise`, or (img2img) over its last
+        `steps` from `source` noised to the first of them, as diffusers' `get_timesteps` does."""
         scheduler = self._sample_scheduler()
         scheduler.set_timesteps(self.sample_steps)
-        guided = self.guidance_scale != 1.0
-        if guided:
-            y = torch.cat([y, torch.full_like(y, self.num_classes)])
-        for t in scheduler.timesteps:
-            inp = torch.cat([x, x]) if guided else x
-            pred = self.unet(inp, t, class_labels=y).sample
-            if guided:
-                cond, uncond = pred.chunk(2)
-                pred = uncond + self.guidance_scale * (cond - uncond)
-            x = scheduler.step(pred, t, x).prev_sample
+        timesteps, x = scheduler.timesteps, noise
+        if source is not None:
+            begin = (self.sample_steps - steps) * scheduler.order
+            timesteps = timesteps[begin:]
+            if hasattr(scheduler, "set_begin_index"):  # DPM-Solver counts its steps; DDIM does not
+                scheduler.set_begin_index(begin)
+            x = scheduler.add_noise(source, noise, timesteps[:1])
+        labels = self._guidance_labels(y)
+        for t in timesteps:
+            x = scheduler.step(self._predict(x, t, labels), t, x).prev_sample
         return x
+
+    def _guidance_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """The UNet's class labels: y, then as many "no label" ids when guidance is on."""
+        if self.guidance_scale == 1.0:
+            return y
+        return torch.cat([y, torch.full_like(y, self.num_classes)])
+
+    def _predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction for x at t, with classifier-free guidance when it is on."""
+        if self.guidance_scale == 1.0:
+            return self.unet(x, t, class_labels=labels).sample
+        cond, uncond = self.unet(torch.cat([x, x]), t, class_labels=labels).sample.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
 
     @torch.no_grad()
     def sample_inpaint(self, images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
@@ -505,37 +443,24 @@ class DDPMGenerator:
             uint8 (N, H, W, C): the sources with their masked pixels repainted.
         """
         # 1. Check inputs.
-        if self.unet is None or self.data_shape is None:
-            raise RuntimeError("ddpm.sample_inpaint: call fit() or load() first")
         images = np.asarray(images)
         masks = np.asarray(masks).astype(np.float32)
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
-        seeds = np.asarray(seeds).astype(np.int64).reshape(-1)
-        if images.ndim != 4 or images.shape[1:] != tuple(self.data_shape) or \
-                images.dtype != np.uint8:
-            raise ValueError(f"ddpm.sample_inpaint: images must be uint8 (N, "
-                             f"{', '.join(map(str, self.data_shape))}), got {images.dtype} "
-                             f"{images.shape}")
+        labels, seeds = self._check_request("sample_inpaint", labels, seeds, images)
+        self._check_source_shape("sample_inpaint", images)
         if masks.shape != images.shape[:3]:
             raise ValueError(f"ddpm.sample_inpaint: masks must have shape {images.shape[:3]}, "
                              f"got {masks.shape}")
-        if not labels.shape == seeds.shape == images.shape[:1]:
-            raise ValueError(f"ddpm.sample_inpaint: need one label and one seed per image, got "
-                             f"{images.shape[0]} images, {labels.shape[0]} labels and "
-                             f"{seeds.shape[0]} seeds")
         if labels.size == 0:
             return images.copy()
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"ddpm.sample_inpaint: labels must lie in [0, {self.num_classes})")
         height, width, _ = self.data_shape
         device = next(self.unet.parameters()).device
         out = []
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             for start in range(0, labels.size, self.sample_batch_size):
                 chunk = slice(start, start + self.sample_batch_size)
                 # 2. Sources and masks at the model's resolution; a low-res pixel is known only
                 # when none of the pixels it covers is masked.
-                source = _to_model_space(images[chunk], self.model_size).to(device)
+                source = to_nchw(images[chunk], self.model_size, (-1.0, 1.0)).to(device)
                 masked = F.adaptive_max_pool2d(torch.from_numpy(masks[chunk])[:, None],
                                                self.model_size) if height >= self.model_size \
                     else F.interpolate(torch.from_numpy(masks[chunk])[:, None],
@@ -546,7 +471,7 @@ class DDPMGenerator:
                 x = self._repaint(source, known, torch.from_numpy(labels[chunk]).to(device),
                                   generators)
                 # 4. Back to the data's size, pasted into the sources through the masks.
-                painted = _to_uint8(x, height, width).astype(np.float32)
+                painted = to_uint8_nhwc(x, height, width).astype(np.float32)
                 alpha = masks[chunk][..., None]
                 blended = alpha * painted + (1.0 - alpha) * images[chunk].astype(np.float32)
                 out.append(np.clip(np.round(blended), 0, 255).astype(np.uint8))
@@ -562,18 +487,12 @@ class DDPMGenerator:
         scheduler.set_timesteps(self.repaint_steps, jump_length=self.repaint_jump_length,
                                 jump_n_sample=self.repaint_jump_n_sample, device=source.device)
         alphas = scheduler.alphas_cumprod.to(source.device)
-        guided = self.guidance_scale != 1.0
-        labels = torch.cat([y, torch.full_like(y, self.num_classes)]) if guided else y
+        labels = self._guidance_labels(y)
         x = randn_tensor(source.shape, generator=generators, device=source.device)
         t_last = scheduler.timesteps[0] + 1
         for t in scheduler.timesteps:
             if t < t_last:
-                inp = torch.cat([x, x]) if guided else x
-                pred = self.unet(inp, t, class_labels=labels).sample
-                if guided:
-                    cond, uncond = pred.chunk(2)
-                    pred = uncond + self.guidance_scale * (cond - uncond)
-                epsilon = self._to_epsilon(pred, x, alphas[t])
+                epsilon = self._to_epsilon(self._predict(x, t, labels), x, alphas[t])
                 x = scheduler.step(epsilon, t, x, source, known, generator=generators).prev_sample
             else:  # a resampling jump: noise forward again
                 x = scheduler.undo_step(x, t_last, generator=generators)
@@ -589,42 +508,13 @@ class DDPMGenerator:
         return (x - alpha.sqrt() * pred) / (1 - alpha).sqrt().clamp_min(1e-8)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str) -> None:
-        """Write the EMA UNet (`save_pretrained`) and raysweep_ddpm.json into `directory`."""
-        if self.unet is None:
-            raise RuntimeError("ddpm.save: nothing to save; call fit() first")
-        os.makedirs(directory, exist_ok=True)
+    def _save_weights(self, directory: str) -> None:
+        """The EMA UNet, with `save_pretrained`."""
         self.unet.save_pretrained(os.path.join(directory, _UNET_DIR))
-        state = {"config": self.config(), "data_shape": list(self.data_shape),
-                 "num_classes": self.num_classes, "model_size": self.model_size,
-                 "train_seconds": self.train_seconds}
-        tmp = os.path.join(directory, _CONFIG_FILE + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(state, handle, indent=2, sort_keys=True)
-        os.replace(tmp, os.path.join(directory, _CONFIG_FILE))
 
-    def load(self, directory: str) -> None:
-        """Load what `save` wrote; the saved config replaces this instance's hyperparameters."""
+    def _load_weights(self, directory: str) -> None:
         from diffusers import UNet2DModel
 
-        path = os.path.join(directory, _CONFIG_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"ddpm.load: {path} not found; is {directory!r} a directory "
-                                    f"written by DDPMGenerator.save?")
-        with open(path) as handle:
-            state = json.load(handle)
-        config = dict(state["config"])
-        config.pop("generator", None)
-        fresh = DDPMGenerator(**config, device=self.device, num_threads=self.num_threads,
-                              sample_batch_size=self.sample_batch_size,
-                              repaint_steps=self.repaint_steps,
-                              repaint_jump_length=self.repaint_jump_length,
-                              repaint_jump_n_sample=self.repaint_jump_n_sample)
-        self.__dict__.update({k: v for k, v in fresh.__dict__.items()})
         unet = UNet2DModel.from_pretrained(os.path.join(directory, _UNET_DIR),
                                            low_cpu_mem_usage=False)
         self.unet = unet.to(self._torch_device()).eval()
-        self.data_shape = tuple(int(s) for s in state["data_shape"])
-        self.num_classes = int(state["num_classes"])
-        self.model_size = int(state["model_size"])
-        self.train_seconds = state.get("train_seconds")
