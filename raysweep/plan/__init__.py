@@ -87,11 +87,12 @@ class Plan:
         ]
         synthesis = self.spec.synthesis
         for name in self.generators:
+            pools = [p for p in self.pools if p.pool.source == name]
+            shown = ", ".join(f"{p.pool.describe()}: {p.count} images" for p in pools[:3])
+            more = f", and {len(pools) - 3} more" if len(pools) > 3 else ""
             lines.append(f"generator {name} ({synthesis.mode} mode): {synthesis.actors} actor(s), "
                          f"{synthesis.cpus_per_actor:g} CPU and {synthesis.gpus_per_actor:g} GPU "
-                         f"each; pools: " + ", ".join(f"{p.pool.describe()}: {p.count} images"
-                                                      for p in self.pools
-                                                      if p.pool.source == name))
+                         f"each; {len(pools)} pool(s): {shown}{more}")
         if self.reference is not None:
             options = self.reference
             lines.append(f"reference classifier: {options.backbone}, {options.epochs} epochs on "
@@ -99,6 +100,10 @@ class Plan:
                          f"{self.spec.saliency.method}")
         if not self.pools:
             lines.append("no synthetic data (every synthetic_ratio is 0)")
+        if self.spec.yardstick is not None:
+            sizes = ", ".join(map(str, self.spec.yardstick.per_class))
+            lines.append(f"yardstick: real-only trials at {sizes} real images per class "
+                         f"(the sweep's own: {self.spec.dataset.per_class})")
         for name, axis in self.spec.axes().items():
             lines.append(f"  {name}: {describe_axis(axis)}")
         return "\n".join(lines)

@@ -93,7 +93,10 @@ def real_equivalents(trials: pd.DataFrame, metric: str, arm_axes: list[str],
                                          aggfunc="mean")
         sizes = curve.columns.to_numpy(float)
         arms = synthetic[synthetic["backbone"] == backbone]
-        group_keys = [a for a in arm_axes if a != "backbone"] or None
+        # An arm is named by what varies between the synthetic trials (by every swept axis
+        # when there is one arm).
+        named = [a for a in arm_axes if a != "backbone" and a in synthetic]
+        group_keys = [a for a in named if synthetic[a].nunique() > 1] or named or None
         groups = arms.groupby(group_keys, sort=True) if group_keys else [((), arms)]
         for values, arm_trials in groups:
             values = values if isinstance(values, tuple) else (values,)
