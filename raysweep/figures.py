@@ -6,6 +6,7 @@ names along the left edge; confusion matrices are sklearn's `ConfusionMatrixDisp
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def img2img_gallery(sources: np.ndarray, source_index: np.ndarray, variants: np.
             row.append(Panel(variants[i], caption=name if weights[i] >= 1
                              else f"{name} {weights[i]:.2f}"))
         panels.append(row)
-    return panel_grid(panels, ["source"] + ["variants"] + [""] * (columns - 1), path, title)
+    shown = max(len(row) for row in panels) - 1  # the variants the trial read, at most columns
+    return panel_grid(panels, ["source"] + ["variants"] + [""] * (shown - 1), path, title)
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,9 @@ class Panel:
 def panel_grid(rows: list[list[Panel]], headers: list[str], path: Path, title: str) -> Path:
     """A grid of image panels, one list per row, column headers on top."""
     columns = len(headers)
-    fig, axes = plt.subplots(len(rows), columns,
-                             figsize=(columns * 1.1, len(rows) * 1.15 + 0.5), squeeze=False)
+    width = max(columns * 1.1, 3.6)  # wide enough for the title
+    fig, axes = plt.subplots(len(rows), columns, figsize=(width, len(rows) * 1.15 + 0.7),
+                             squeeze=False)
     for r, row in enumerate(rows):
         for c in range(columns):
             ax = axes[r, c]
@@ -122,8 +125,9 @@ def panel_grid(rows: list[list[Panel]], headers: list[str], path: Path, title: s
         if name:
             axes[0, c].text(0.5, 1.3, name, fontsize=7, ha="center", transform=axes[0, c].transAxes)
     if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+        fig.suptitle(textwrap.fill(title, int(width * 14)), fontsize=7)
+    # Room above the column headers for the title.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_size_inches()[1]))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
