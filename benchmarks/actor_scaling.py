@@ -15,9 +15,12 @@ import time
 
 import ray
 
-from raysweep.data import create_dataset, split_dataset
-from raysweep.synthesis.actors import start_synthesis
-from raysweep.store.store import SyntheticStore
+from raysweep.store import SyntheticStore
+from raysweep.synthesis.identity import PoolId
+from raysweep.synthesis.service import SourceSetup, start_service
+
+DATASET = {"name": "mnist5k", "options": {}, "per_class": 50, "val_fraction": 0.1,
+           "test_fraction": 0.2, "split_seed": 0}
 
 
 def main() -> None:
@@ -26,24 +29,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDPM training steps (speed only)")
     parser.add_argument("--chunk-size", type=int, default=125)
     args = parser.parse_args()
-    train = split_dataset(create_dataset("mnist5k"), per_class=50, seed=0).train
     cores = os.cpu_count() or 1
     ray.init(num_cpus=cores, include_dashboard=False)
     store = SyntheticStore(tempfile.mkdtemp(prefix="raysweep-scaling-"))
     options = {"steps": args.steps}
     configurations = [(1, 1), (1, cores), (2, 1)] if cores >= 2 else [(1, 1)]
     for seed, (actors, cpus) in enumerate(configurations):
-        service, handles, _ = start_synthesis(
-            "ddpm", options, train, 0, store, [seed], actors=actors, cpus_per_actor=cpus,
-            gpus_per_actor=0, chunk_size=args.chunk_size, service_name=f"scaling-{seed}",
-            log=lambda message: None)
+        setup = SourceSetup("ddpm", DATASET, "ddpm", options, 0, actors, cpus, 0,
+                            args.chunk_size)
+        pool = PoolId("ddpm", seed)
+        service = start_service(setup, [pool], store, f"scaling-{seed}")
+        ray.get(service.ensure.remote(pool, 1, "warm-up"))  # actors started and loaded
         start = time.perf_counter()
-        result = ray.get(service.ensure.remote(seed, args.images))
+        result = ray.get(service.ensure.remote(pool, args.images + 1, "timed"))
         seconds = time.perf_counter() - start
         print(f"ddpm: {actors} actor(s) x {cpus} CPU: {result['generated']} images in "
               f"{seconds:.1f}s = {result['generated'] / seconds:.1f} images/s")
-        for handle in handles:
-            ray.kill(handle)
+        ray.get(service.release_actors.remote())
     ray.shutdown()
 
 

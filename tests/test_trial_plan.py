@@ -35,7 +35,9 @@ def test_trial_plan_names_generator_service_count_and_device(in_tmp_cwd, write_s
     assert trial.n_synthetic == round(0.5 * len(plan.splits.train)) and trial.seed == 1
     assert trial.device == "cuda" and trial.gpu_memory_fraction == 0.5
     assert trial.planner.store_root == "/store"
-    assert trial.planner.training == plan.spec.training
+    # The spec's training block, with the torch threads it leaves open resolved: one per CPU
+    # the trial holds (tune.cpus_per_trial, 1 here).
+    assert trial.planner.training == plan.spec.training.model_copy(update={"threads": 1})
 
     default = planner.trial_plan({"synthetic_ratio": 0.5, "augmentation": "classic",
                                   "backbone": "test_resnet", "seed": 0})

@@ -26,7 +26,10 @@ def to_nchw(images: np.ndarray, size: int | tuple[int, int] | None = None,
         value_range: what 0 and 255 become; e.g. (-1, 1) for diffusion models.
     """
     low, high = value_range
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    array = np.ascontiguousarray(images)
+    if not array.flags.writeable:  # e.g. from Ray's object store: torch would warn, not copy
+        array = array.copy()
+    x = torch.from_numpy(array).permute(0, 3, 1, 2).float()
     # Dividing by 255 / (high - low) (127.5 or 255, both exact) rather than multiplying by its
     # reciprocal gives the same float32 values as the `x / 127.5 - 1` written before.
     x = x / (255.0 / (high - low)) + low

@@ -13,7 +13,6 @@ its log when it does not).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time

@@ -12,13 +12,8 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from raysweep.backbones import create_backbone
+from raysweep.data.tensors import to_nchw
 from raysweep.training.optim import fit_classifier
-
-
-def _as_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N,H,W,C) -> float (N,C,H,W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1
 
 
 def classification_accuracy_score(synthetic_images: np.ndarray, synthetic_labels: np.ndarray,
@@ -26,7 +21,7 @@ def classification_accuracy_score(synthetic_images: np.ndarray, synthetic_labels
                                   num_classes: int, backbone: str = "resnet10t", epochs: int = 5,
                                   batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> float:
     """Balanced accuracy on the real test images of a classifier trained on synthetic ones."""
-    x, y = _as_input(synthetic_images), torch.from_numpy(synthetic_labels.astype(np.int64))
+    x, y = to_nchw(synthetic_images, value_range=(-1.0, 1.0)), torch.from_numpy(synthetic_labels.astype(np.int64))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the initial weights depend on the seed only
         model = create_backbone(backbone, num_classes=num_classes, in_chans=x.shape[1],
@@ -34,6 +29,6 @@ def classification_accuracy_score(synthetic_images: np.ndarray, synthetic_labels
     fit_classifier(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.05,
                    seed=seed)
     with torch.no_grad():
-        test = _as_input(test_images)
+        test = to_nchw(test_images, value_range=(-1.0, 1.0))
         predicted = torch.cat([model(test[i:i + 512]).argmax(1) for i in range(0, len(test), 512)])
     return float(balanced_accuracy_score(test_labels, predicted.numpy()))

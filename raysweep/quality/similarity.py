@@ -8,18 +8,14 @@ instead: does the image look like some real one (high), or is it a near-copy (�
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-
-def _as_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N,H,W,C) -> float (N,C,H,W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+from raysweep.data.tensors import to_nchw
 
 
 def nearest_real_ssim(real: np.ndarray, synthetic: np.ndarray, batch: int = 4096) -> np.ndarray:
     """For each synthetic image, the highest SSIM to any real image (uint8 N×H×W×C, same size)."""
-    real_t, synthetic_t = _as_float(real), _as_float(synthetic)
+    real_t, synthetic_t = to_nchw(real), to_nchw(synthetic)
     kernel = min(11, real_t.shape[-1] - (1 - real_t.shape[-1] % 2))  # odd, at most the image
     best = np.empty(len(synthetic_t), np.float32)
     pairs_per_image = len(real_t)

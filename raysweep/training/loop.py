@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from raysweep.augment import TestTimeAugmentation, create_augmentation
 from raysweep.backbones import create_backbone
 from raysweep.data import DataSplits
+from raysweep.data.tensors import to_nchw
 from raysweep.spec import TrainingSpec, TTASpec
 from raysweep.training.device import autocast_dtype, fits_on_device
 from raysweep.training.evaluation import classification_metrics, predict_probabilities
@@ -64,14 +65,6 @@ Report = Callable[[dict, dict, "FinalEvaluation | None"], None]
 before returning, it references live tensors); `final` is set on the last call only."""
 
 
-def to_tensor(images: np.ndarray, size: int | None) -> torch.Tensor:
-    """uint8 (N,H,W,C) -> float (N,C,size,size) in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-    if size is not None and x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x
-
-
 def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
@@ -100,7 +93,8 @@ def train_classifier(data: TrialData, settings: TrainingSpec, *, backbone: str,
     """
     # 1. Settle the process: threads and seeds (nothing before this draws from torch's RNG,
     #    so the model's init is the same whoever calls the loop).
-    torch.set_num_threads(settings.threads)
+    if settings.threads is not None:  # None: the caller's (the plan sets a trial's CPUs)
+        torch.set_num_threads(settings.threads)
     seed_everything(seed)
     splits, cuda = data.splits, device.type == "cuda"
     num_classes, size = splits.train.num_classes, settings.input_size
@@ -108,8 +102,8 @@ def train_classifier(data: TrialData, settings: TrainingSpec, *, backbone: str,
     # 2. Tensors: on the device when they fit, else pinned on the host and copied per batch.
     # Soft targets where some rows have them; the augmentation takes either.
     y_train = torch.from_numpy(data.targets if data.targets is not None else data.labels)
-    x_train = to_tensor(data.images, size)
-    x_val, x_test = to_tensor(splits.val.images, size), to_tensor(splits.test.images, size)
+    x_train = to_nchw(data.images, size)
+    x_val, x_test = to_nchw(splits.val.images, size), to_nchw(splits.test.images, size)
     nbytes = sum(t.numel() * t.element_size() for t in (x_train, y_train, x_val, x_test))
     resident = fits_on_device(nbytes, device)
     if resident:

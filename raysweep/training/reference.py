@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from raysweep.backbones import create_backbone
 from raysweep.data import ImageDataset
+from raysweep.data.tensors import to_nchw
 from raysweep.store import SyntheticStore, content_key
 from raysweep.training.optim import fit_classifier
 
@@ -188,10 +189,7 @@ def _build(options: ReferenceOptions, train: ImageDataset) -> torch.nn.Module:
 
 
 def _to_input(images: np.ndarray, size: int) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return (x - 0.5) / 0.5
+    return to_nchw(images, size, value_range=(-1.0, 1.0))
 
 
 def _fit(model: torch.nn.Module, train: ImageDataset, options: ReferenceOptions) -> None:
