@@ -24,9 +24,9 @@ def _ray_importable() -> bool:
 # GPU test machines may have torch and CUDA but no Ray (its wheel is 79 MB): `pytest -m gpu`
 # runs there, so the modules that import Ray, directly or through raysweep.plan, are left out.
 NEEDS_RAY = ["test_autoscaler.py", "test_cluster_config.py", "test_cluster_sweep.py",
-             "test_mlflow_ui.py", "test_report.py", "test_search_spaces.py",
-             "test_sweep_end_to_end.py",
-             "test_synthesis_actors.py", "test_trial_plan.py", "test_sweep_lifecycle.py"]
+             "test_gate.py", "test_mlflow_ui.py", "test_report.py", "test_search_spaces.py",
+             "test_sweep_end_to_end.py", "test_synthesis_actors.py", "test_trial_plan.py",
+             "test_sweep_lifecycle.py", "test_yardstick.py"]
 if not _ray_importable():
     collect_ignore = NEEDS_RAY
 
