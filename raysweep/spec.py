@@ -34,6 +34,14 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 MAX_SEED = 2**31 - 1
 # More synthetic images per real one than any study uses; bigger is a typo (the pool is sized by it).
 MAX_SYNTHETIC_RATIO = 100.0
+# Upper bounds on the spec's other numbers: far beyond any real sweep, so only a typo (an extra
+# zero, a seed pasted into the wrong key) meets them, and it is refused at `validate` instead of
+# failing, or running for days, at `run`.
+MAX_EPOCHS = 10_000
+MAX_INPUT_SIZE = 1024  # pixels; validate runs a forward pass at this size
+MAX_ACTORS = 256  # per generator; each holds a whole model
+MAX_CPUS = 256  # per actor, per trial, threads: more than one node has
+MAX_GPUS_PER_TRIAL = 16  # a trial runs on one node
 # Names that are safe in MLflow filter strings, file names and Ray actor names.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -91,7 +99,7 @@ class Axis(_Strict):
 class DatasetSpec(_Strict):
     name: str = "mnist5k"
     options: dict[str, Any] = Field(default_factory=dict)
-    per_class: int | None = Field(default=50, ge=1)
+    per_class: int | None = Field(default=50, ge=1, le=1_000_000)
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     split_seed: int = Field(default=0, ge=0, le=MAX_SEED)
@@ -110,13 +118,13 @@ class GeneratorSpec(_Strict):
 
 class SynthesisSpec(_Strict):
     mode: Literal["add", "replace", "only"] = "add"
-    actors: int = Field(default=1, ge=1)
-    cpus_per_actor: float = Field(default=0, ge=0)
+    actors: int = Field(default=1, ge=1, le=MAX_ACTORS)
+    cpus_per_actor: float = Field(default=0, ge=0, le=MAX_CPUS)
     gpus_per_actor: float = Field(default=0, ge=0, le=1)
-    chunk_size: int = Field(default=250, ge=1)
+    chunk_size: int = Field(default=250, ge=1, le=10_000)
     # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
     # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
-    quality_epochs: int = Field(default=0, ge=0)
+    quality_epochs: int = Field(default=0, ge=0, le=MAX_EPOCHS)
     # Fréchet distance and KID on Inception v3 features (as published FIDs) instead of the
     # reference classifier's: a local copy of torch-fidelity's FID Inception weights. Never
     # downloaded; needs quality_epochs > 0.
@@ -129,17 +137,17 @@ class TTASpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(default=6, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
-    weight_decay: float = Field(default=0.05, ge=0)
-    input_size: int | None = Field(default=32, ge=8, le=1024)
+    epochs: int = Field(default=6, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    lr: float = Field(default=3e-3, gt=0, le=10)
+    weight_decay: float = Field(default=0.05, ge=0, le=10)
+    input_size: int | None = Field(default=32, ge=8, le=MAX_INPUT_SIZE)
     pretrained: bool | str = False
     augmentation_params: dict[str, float] = Field(default_factory=dict)
-    warmup_epochs: int = Field(default=0, ge=0)
-    early_stopping_patience: int | None = Field(default=None, ge=1)
+    warmup_epochs: int = Field(default=0, ge=0, le=MAX_EPOCHS)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=MAX_EPOCHS)
     tta: TTASpec = Field(default_factory=TTASpec)
-    threads: int = Field(default=1, ge=1)
+    threads: int = Field(default=1, ge=1, le=MAX_CPUS)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainingSpec":
@@ -150,8 +158,8 @@ class TrainingSpec(_Strict):
 
 
 class ASHASpec(_Strict):
-    grace_period: int = Field(default=2, ge=1)
-    reduction_factor: float = Field(default=3, gt=1)
+    grace_period: int = Field(default=2, ge=1, le=MAX_EPOCHS)
+    reduction_factor: float = Field(default=3, gt=1, le=100)
 
 
 class TuneSpec(_Strict):
@@ -160,9 +168,9 @@ class TuneSpec(_Strict):
     asha: ASHASpec = Field(default_factory=ASHASpec)
     search_seed: int = Field(default=0, ge=0, le=MAX_SEED)
     num_samples: int = Field(default=1, ge=1, le=100_000)
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
-    cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
+    max_concurrent_trials: int | None = Field(default=None, ge=1, le=100_000)
+    cpus_per_trial: float = Field(default=1, gt=0, le=MAX_CPUS)
+    gpus_per_trial: float = Field(default=0, ge=0, le=MAX_GPUS_PER_TRIAL)
     metric: Literal["val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_macro_auc",
                     "train_loss"] = "val_balanced_accuracy"
     mode: Literal["max", "min"] = "max"
@@ -189,11 +197,12 @@ class SaliencySpec(_Strict):
 
     method: str = "gradcam"
     backbone: str = "resnet10t"
-    epochs: int = Field(default=10, ge=1)
-    input_size: int = Field(default=32, ge=8)
+    epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
+    input_size: int = Field(default=32, ge=8, le=MAX_INPUT_SIZE)
     target_layer: str | None = None
-    smoothing: float = Field(default=0.0, ge=0)
-    seed: int = 0
+    # Gaussian sigma in pixels; wider than any image is a typo.
+    smoothing: float = Field(default=0.0, ge=0, le=MAX_INPUT_SIZE)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class TrackingSpec(_Strict):
@@ -340,7 +349,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set training.epochs=2")
         try:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _AliasRefused as error:
+            raise UserError(f"--set {key}: YAML alias *{error.anchor} is not allowed; write the "
+                            f"value out in full") from None
         except yaml.YAMLError:
             value = text
         node = raw
@@ -363,7 +375,12 @@ def _format_validation_error(error: ValidationError) -> str:
         return f"{where}: unknown key; known keys here: {', '.join(known)}"
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{where}: {first['msg']}{shown}"
+    fix = "; use a value within that bound" if first["type"] in _BOUND_ERRORS else ""
+    return f"{where}: {first['msg']}{shown}{fix}"
+
+
+# pydantic's error types for a number outside its Field's ge/gt/le/lt (the message names the bound).
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 def _known_keys(dotted: str) -> list[str]:
@@ -391,9 +408,25 @@ def parse_spec(raw: Any, source: str = "spec") -> Spec:
         raise UserError(f"{source}: {_format_validation_error(error)}") from None
 
 
+class _AliasRefused(yaml.YAMLError):
+    """A YAML alias (`*name`) in a spec or a --set value."""
+
+    def __init__(self, anchor: str, mark):
+        self.anchor, self.problem_mark = anchor, mark
+        super().__init__(anchor)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
-    would silently keep the last one)."""
+    would silently keep the last one) and aliases are refused: a few hundred bytes of nested
+    aliases expand to gigabytes when the resolved spec is written out (a "billion laughs"), and
+    a spec is short enough to write every value out."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -418,6 +451,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
                         f"save the file as UTF-8") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _AliasRefused as error:
+        raise UserError(f"{path}: line {error.problem_mark.line + 1}: YAML alias *{error.anchor} "
+                        f"is not allowed in a spec; write the value out in full") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

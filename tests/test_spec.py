@@ -356,3 +356,50 @@ def test_folder_is_decoded_once_and_cached_for_trials(tmp_path, monkeypatch):
 
     with pytest.raises(UserError, match="1.png is not a readable image"):
         create_dataset("folder", path=str(root), mode="L", image_size=8)
+
+
+# -- every number has a bound, named in the message (issue 17) -----------------------------
+
+@pytest.mark.parametrize("section, key, value, bound", [
+    ("saliency", "seed", 2**64, "2147483647"),
+    ("saliency", "seed", -1, "0"),
+    ("saliency", "input_size", 100_000, "1024"),
+    ("saliency", "epochs", 10**6, "10000"),
+    ("saliency", "smoothing", 1e6, "1024"),
+    ("synthesis", "actors", 1_000_000, "256"),
+    ("synthesis", "cpus_per_actor", 10_000, "256"),
+    ("synthesis", "chunk_size", 10**7, "10000"),
+    ("synthesis", "quality_epochs", 10**6, "10000"),
+    ("training", "epochs", 10**6, "10000"),
+    ("training", "batch_size", 10**7, "65536"),
+    ("training", "lr", 1e3, "10"),
+    ("training", "weight_decay", 1e3, "10"),
+    ("training", "threads", 10**4, "256"),
+    ("training", "early_stopping_patience", 10**6, "10000"),
+    ("tune", "gpus_per_trial", 1000, "16"),
+    ("tune", "cpus_per_trial", 10**4, "256"),
+    ("tune", "max_concurrent_trials", 10**7, "100000"),
+    ("dataset", "per_class", 10**9, "1000000"),
+])
+def test_every_number_is_bounded_with_the_bound_in_the_message(write_spec, capsys, section, key,
+                                                                 value, bound):
+    spec = {**GOOD, section: {**GOOD.get(section, {}), key: value}}
+    line = expect_error(write_spec(spec), capsys, f"{section}.{key}", bound)
+    assert "within that bound" in line
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(write_spec, capsys):
+    """565 bytes that expand to 10**9 list items: refused at the first alias, in one line."""
+    lines = ["name: t", "generator:", "  options_by_name:", "    vae:",
+             '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for name, previous in zip("bcdefghi", "abcdefgh"):
+        lines.append(f"      {name}: &{name} [" + ",".join([f"*{previous}"] * 10) + "]")
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 700
+    line = expect_error(write_spec(text), capsys, "alias *a", "line 6", "write the value out")
+    assert len(line) < 300
+
+
+def test_an_alias_in_a_set_value_is_refused(write_spec, capsys):
+    expect_error(write_spec(GOOD), capsys, "--set", "alias *x",
+                 extra=("--set", "sweep.seed=[&x 1, *x]"))
