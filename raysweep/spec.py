@@ -42,6 +42,11 @@ MAX_INPUT_SIZE = 1024  # pixels; validate runs a forward pass at this size
 MAX_ACTORS = 256  # per generator; each holds a whole model
 MAX_CPUS = 256  # per actor, per trial, threads: more than one node has
 MAX_GPUS_PER_TRIAL = 16  # a trial runs on one node
+# The one remote scheme raysweep writes (boto3 for the store, pyarrow for Tune's storage).
+# Another (gs://, abfs://, S3://) would pass for shared storage and then become a local folder.
+REMOTE_SCHEME = "s3://"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,199}")
 # Names that are safe in MLflow filter strings, file names and Ray actor names.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -175,6 +180,11 @@ class TuneSpec(_Strict):
                     "train_loss"] = "val_balanced_accuracy"
     mode: Literal["max", "min"] = "max"
     storage_path: str = ".raysweep/tune"
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_is_writable(cls, value: str) -> str:
+        return check_location("tune.storage_path", value)
     # A trial that fails (a lost node, an OOM) is retried from its last checkpoint this often.
     max_failures: int = Field(default=2, ge=0, le=100)
     # A trial saves a resumable checkpoint (model + optimizer) at most this often, in seconds;
@@ -220,6 +230,11 @@ class TrackingSpec(_Strict):
 class StoreSpec(_Strict):
     path: str = ".raysweep/cache"
 
+    @field_validator("path")
+    @classmethod
+    def _path_is_writable(cls, value: str) -> str:
+        return check_location("store.path", value)
+
 
 class SweepSpec(_Strict):
     synthetic_ratio: Any = 0.0
@@ -258,6 +273,11 @@ class Spec(_Strict):
     def _name_is_simple(cls, value: str) -> str:
         _check_name("name", value)
         return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_is_writable(cls, value: str | None) -> str | None:
+        return value if value is None else check_location("storage", value)
 
     @model_validator(mode="after")
     def _axes_are_sound(self) -> "Spec":
@@ -307,6 +327,29 @@ class Spec(_Strict):
 
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
+
+
+def check_location(key: str, value: str) -> str:
+    """`value` itself if raysweep can write there: a local path, or `s3://bucket/prefix` whose
+    prefix is plain names (nothing that could climb out of a local cache); UserError otherwise."""
+    scheme, sep, rest = str(value).partition("://")
+    if not sep:
+        return value
+    if scheme != REMOTE_SCHEME[:-3]:
+        if scheme.lower() == "s3":
+            raise UserError(f"{key}: {value!r}: write the scheme in lower case, "
+                            f"s3://{rest}")
+        raise UserError(f"{key}: {value!r}: raysweep writes to local paths and "
+                        f"s3://bucket/prefix only, not {scheme}://; use an S3 bucket (or an "
+                        f"S3-compatible server through AWS_ENDPOINT_URL) or a local path")
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    parts = prefix.split("/") if prefix else []
+    if not _BUCKET.fullmatch(bucket) or not all(_PREFIX_PART.fullmatch(p) for p in parts):
+        raise UserError(f"{key}: {value!r} is not s3://bucket/prefix with a valid bucket name "
+                        f"(3-63 lower-case letters, digits, '.' and '-') and a prefix of plain "
+                        f"names (no '.', '..' or empty parts); fix the URL")
+    return value
 
 
 def _check_name(key: str, value: str) -> None:

@@ -403,3 +403,35 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(write_spec, capsys):
 def test_an_alias_in_a_set_value_is_refused(write_spec, capsys):
     expect_error(write_spec(GOOD), capsys, "--set", "alias *x",
                  extra=("--set", "sweep.seed=[&x 1, *x]"))
+
+
+# -- only storage raysweep can write: local paths and s3:// (issue 17) ----------------------
+
+@pytest.mark.parametrize("extra, words", [
+    (("--storage", "gs://bkt/p"), ("--storage", "gs://", "s3://bucket/prefix")),
+    (("--storage", "hdfs://namenode/p"), ("--storage", "hdfs://")),
+    (("--set", "store.path=S3://bkt/p"), ("store.path", "lower case", "s3://bkt/p")),
+    (("--set", "tune.storage_path=abfs://container/p"), ("tune.storage_path", "abfs://")),
+    (("--set", "store.path=s3://bkt/a/../../escape"), ("store.path", "'..'")),
+])
+def test_storage_schemes_raysweep_cannot_write_are_refused(write_spec, in_tmp_cwd, capsys, extra,
+                                                           words):
+    expect_error(write_spec(GOOD), capsys, *words, extra=extra)
+    # Nothing became a local folder named after the scheme (`./gs:/bkt/p`).
+    assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["spec.yaml"]
+
+
+def test_cache_commands_refuse_other_schemes(in_tmp_cwd, capsys):
+    assert main(["cache", "ls", "--store", "gs://bkt/p"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "s3://bucket/prefix" in err
+    assert list(in_tmp_cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["s3://bkt/a/../../outside", "s3://../x", "s3://bkt/./p"])
+def test_an_s3_store_prefix_cannot_climb_out_of_the_download_cache(tmp_path, url):
+    from raysweep.errors import UserError
+    from raysweep.store.store import SyntheticStore
+
+    with pytest.raises(UserError, match="s3://"):
+        SyntheticStore(url, cache_dir=tmp_path / "cache")

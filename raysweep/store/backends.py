@@ -39,6 +39,8 @@ from raysweep.errors import UserError
 # One path segment: starts with a letter, digit or underscore (so never `.`, `..` or a hidden
 # temp file), then letters, digits and `_ . + = -`. Paths are `/`-joined segments, never absolute.
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,199}")
+# S3's bucket naming rules; the bucket also names a folder of the local download cache.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 
@@ -62,9 +64,13 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def create_backend(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
-    """A `S3Backend` for `s3://bucket/prefix`, else a `LocalBackend` for a directory path."""
+    """A `S3Backend` for `s3://bucket/prefix`, a `LocalBackend` for a directory path; any other
+    URL (`gs://…`, `S3://…`) is a UserError, never a local folder named after its scheme."""
     if str(root).startswith("s3://"):
         return S3Backend(str(root), cache_dir=cache_dir)
+    if "://" in str(root):
+        raise UserError(f"store {str(root)!r}: raysweep stores pools in a local directory or "
+                        f"under s3://bucket/prefix only; use one of those")
     return LocalBackend(root)
 
 
@@ -193,10 +199,17 @@ class S3Backend:
 
     def __init__(self, url: str, cache_dir: str | os.PathLike | None = None):
         parsed = urlparse(url)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise UserError(f"store {url!r} is not an S3 URL; write it as s3://bucket/prefix")
+        if parsed.scheme != "s3" or not _BUCKET.fullmatch(parsed.netloc) or ".." in parsed.netloc:
+            raise UserError(f"store {url!r} is not an S3 URL with a valid bucket name; write it "
+                            f"as s3://bucket/prefix")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
+        if self.prefix:
+            try:  # the prefix becomes part of the local cache path: no `..` may climb out of it
+                check_path(self.prefix)
+            except UnsafePath:
+                raise UserError(f"store {url!r}: the prefix must be plain names joined by '/' "
+                                f"(no '.', '..' or empty parts); fix the URL") from None
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.root = self.url
         cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
