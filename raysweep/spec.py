@@ -510,9 +510,10 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
 
 def spec_to_yaml(spec: Spec) -> str:
     """The resolved spec (defaults filled in), as logged with every sweep; credentials in the
-    tracking URI are redacted."""
-    from raysweep.redaction import redact_uri
+    tracking URI, and in any other URL the spec holds, are redacted."""
+    from raysweep.redaction import redact_text, redact_uri
 
     resolved = spec.model_dump(mode="json")
-    resolved["tracking"]["tracking_uri"] = redact_uri(resolved["tracking"]["tracking_uri"])
-    return yaml.safe_dump(resolved, sort_keys=False)
+    uri = resolved["tracking"]["tracking_uri"]
+    resolved["tracking"]["tracking_uri"] = redact_uri(uri)
+    return redact_text(yaml.safe_dump(resolved, sort_keys=False), [uri])
