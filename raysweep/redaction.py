@@ -13,6 +13,7 @@ path. When in doubt more is hidden, never less.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from urllib.parse import quote_plus, unquote, unquote_plus
@@ -26,6 +27,10 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _FIELD = re.compile(r"(?P<name>(?:^|;)\s*[^;=]+=)(?P<value>\{[^}]*\}?|[^;]*)")
 # A URL inside free text (an error message): from its scheme to the next blank.
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+# A `name=value` pair with a secret's name in free text (a URL's query quoted without its scheme,
+# as urllib3's retry warnings do): the value up to the next `&`, blank or quote is hidden.
+_PAIR_IN_TEXT = re.compile(r"(?P<name>[\w.-]*(?:pass|pwd|secret|token|key|sig|credential|auth)"
+                           r"[\w.-]*=)(?P<value>[^&\s'\"]+)", re.IGNORECASE)
 # Shorter known secrets are not replaced blindly in free text (they would mangle other words);
 # the URLs that carry them are still redacted as URLs.
 _MIN_BLIND_SECRET = 4
@@ -49,7 +54,17 @@ def redact_text(text: str, uris: Iterable[str | None] = ()) -> str:
     `uris` (say, the tracking URI) hidden wherever they appear, percent-encoded or not."""
     for secret in sorted({s for uri in uris for s in _secrets(uri)}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
-    return _URL_IN_TEXT.sub(lambda found: redact_uri(found.group()), text)
+    text = _URL_IN_TEXT.sub(lambda found: redact_uri(found.group()), text)
+    return _PAIR_IN_TEXT.sub(lambda found: found["name"] + REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record through `redact_text` (for libraries that log
+    the URLs they retry, such as urllib3)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        return True
 
 
 def _redact_userinfo(rest: str) -> str:

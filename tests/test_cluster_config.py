@@ -209,3 +209,45 @@ def test_head_commands_start_mlflow_through_rays_command_wrapping(cluster, tmp_p
     finally:
         if pid_file.exists():
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+@pytest.mark.slow  # an MLflow server starts (seconds on an idle machine, minutes on a busy one)
+def test_tracking_server_reads_a_secret_store_uri_from_a_private_file(tmp_path, capsys,
+                                                                      monkeypatch):
+    """For a database with a password: the URI is read from a mode-600 file and handed to
+    `mlflow server` through its environment, so no command line on the head shows it."""
+    from raysweep.deploy import tracking_server
+
+    monkeypatch.setattr(tracking_server, "READY_SECONDS", 400)  # a busy shared test machine
+
+    secret = tmp_path / "backend-store-uri"
+    secret.write_text(f"sqlite:///{tmp_path / 's3cr3t-store.db'}\n")
+    secret.chmod(0o644)
+    pid_file, log_file = tmp_path / "mlflow.pid", tmp_path / "mlflow.log"
+    port = free_port()
+    argv = ["--pid-file", str(pid_file), "--log-file", str(log_file),
+            "--backend-store-uri-file", str(secret), "--", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1"]
+    assert tracking_server.main(argv) == 2  # readable by others: refused, in one line
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "chmod 600" in err and not pid_file.exists()
+    secret.chmod(0o600)
+    try:
+        assert tracking_server.main(argv) == 0
+        pid = int(pid_file.read_text())
+        lines = [Path(f"/proc/{p.name}/cmdline").read_bytes() for p in Path("/proc").iterdir()
+                 if p.name.isdigit() and _in_session(int(p.name), pid)]
+    finally:
+        if pid_file.exists():
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    assert any(b"mlflow" in line for line in lines)
+    assert not any(b"s3cr3t" in line for line in lines), lines
+    assert (tmp_path / "s3cr3t-store.db").is_file()  # the server used the file's URI
+
+
+def _in_session(pid: int, session: int) -> bool:
+    """Whether `pid` belongs to the session the server was started in (its own)."""
+    try:
+        return os.getsid(pid) == session
+    except OSError:
+        return False

@@ -50,3 +50,4 @@ def test_logged_spec_carries_no_password():
     text = spec_to_yaml(spec)
     assert "s3cr" not in text and "alice:***@db.example.com" in text
     assert spec.tracking.tracking_uri.endswith(":s3cr/3t@db.example.com/mlflow")  # still usable
+
