@@ -67,13 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="inspect the synthetic store")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     for name, text in (("ls", "list pools and trained generators"),
-                       ("verify", "check every pool shard against its checksum")):
+                       ("verify", "check every pool, generator and classifier against its "
+                                  "checksums (exit 1 if anything is damaged)"),
+                       ("gc", "remove what nothing references (a dry run unless --yes)")):
         sub = cache_commands.add_parser(name, help=text)
         sub.add_argument("--store", default=".raysweep/cache",
                          help="store path or s3://bucket/prefix (default: .raysweep/cache)")
         sub.add_argument("--spec", help="take the store path from this spec instead")
         if name == "ls":
             sub.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "gc":
+            sub.add_argument("--yes", action="store_true",
+                             help="remove them (without it, only list what would be removed)")
+            sub.add_argument("--min-age-hours", type=float, default=1.0, metavar="H",
+                             help="leave anything younger alone: a write may be under way "
+                                  "(default: 1)")
+            sub.add_argument("--pools-older-than", type=float, metavar="DAYS",
+                             help="also remove whole pools last written more than DAYS ago")
     return parser
 
 
@@ -210,7 +220,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from raysweep.store.cache_cli import cache_ls, cache_verify
+    from raysweep.store.cache_cli import cache_gc, cache_ls, cache_verify
     from raysweep.store.store import SyntheticStore
 
     root = args.store
@@ -222,6 +232,16 @@ def cmd_cache(args) -> int:
     store.check()
     if args.cache_command == "ls":
         print(cache_ls(store, as_json=args.json))
+        return 0
+    if args.cache_command == "gc":
+        for name, value in (("--min-age-hours", args.min_age_hours),
+                            ("--pools-older-than", args.pools_older_than)):
+            if value is not None and not 0 <= value < 1e6:
+                raise UserError(f"cache gc {name}: {value:g} is not a number of hours or days "
+                                f">= 0; give e.g. 1")
+        days = args.pools_older_than
+        print(cache_gc(store, delete=args.yes, min_age_s=args.min_age_hours * 3600,
+                       pools_older_than_s=None if days is None else days * 86400))
         return 0
     text, ok = cache_verify(store)
     print(text)
