@@ -435,3 +435,25 @@ def test_an_s3_store_prefix_cannot_climb_out_of_the_download_cache(tmp_path, url
 
     with pytest.raises(UserError, match="s3://"):
         SyntheticStore(url, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04garbage", "wrong shape"])
+def test_a_damaged_dataset_cache_is_decoded_again(tmp_path, monkeypatch, damage):
+    """An empty cache file (a crash before fsync), garbage, or arrays of another shape: the
+    folder is decoded again and the cache replaced, never an EOFError or wrong images."""
+    import numpy as np
+
+    from raysweep.data import create_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = _image_tree(tmp_path / "data")
+    first = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    [cache] = (tmp_path / "cache" / "raysweep" / "datasets").glob("folder-*.npz")
+    if damage == "wrong shape":
+        np.savez(cache, images=np.zeros((3, 8, 8, 1), np.uint8), labels=np.zeros(3, np.int64))
+    else:
+        cache.write_bytes(damage)
+    again = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    assert (again.images == first.images).all() and (again.labels == first.labels).all()
+    with np.load(cache) as arrays:  # replaced by a good one
+        assert arrays["images"].shape == first.images.shape
