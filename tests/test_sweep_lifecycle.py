@@ -247,6 +247,10 @@ def test_resume_waits_for_the_driver_to_be_gone(in_tmp_cwd):
         spec, uri, run_id = unfinished_sweep(in_tmp_cwd, driver=tracking.driver_tag(driver.pid))
         with pytest.raises(UserError, match=f"still running .*pid {driver.pid}"):
             find_resumable(spec, uri)
+        # KILLED in MLflow, but its driver runs (another --resume is taking it over): refused.
+        MlflowClient(uri).set_terminated(run_id, "KILLED")
+        with pytest.raises(UserError, match="still running"):
+            find_resumable(spec, uri)
     finally:
         driver.kill()
         driver.wait()
@@ -261,6 +265,8 @@ def test_resume_refuses_a_driver_on_another_host(in_tmp_cwd):
     spec, uri, run_id = unfinished_sweep(in_tmp_cwd, driver="head-node-7:4242:abc/123")
     with pytest.raises(UserError, match=f"host 'head-node-7' .*resume it there.*{run_id}"):
         find_resumable(spec, uri)
+    MlflowClient(uri).set_terminated(run_id, "KILLED")  # that driver ended it on its way out
+    assert find_resumable(spec, uri).sweep_id == SWEEP_ID
 
 
 def test_storage_must_be_a_prefix_every_node_reaches(in_tmp_cwd, capsys):

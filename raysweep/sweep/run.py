@@ -175,8 +175,8 @@ def find_resumable(spec, tracking_uri: str) -> Resumable:
         raise UserError(f"--resume: sweep {sweep_id} kept its Tune state in {tagged[:200]!r}, not "
                         f"in this spec's tune.storage_path {storage!r}; if that storage is yours, "
                         f"resume with --storage or --set tune.storage_path pointing there")
-    if run.info.status == "RUNNING":
-        _check_driver_gone(sweep_id, run.info.run_id, tags.get(DRIVER_TAG, ""))
+    _check_driver_gone(sweep_id, run.info.run_id, tags.get(DRIVER_TAG, ""),
+                       running=run.info.status == "RUNNING")
     found = Resumable(sweep_id, storage)
     if not tune.Tuner.can_restore(found.tune_path):
         raise UserError(f"--resume: sweep {sweep_id} left no Tune state at {found.tune_path}; "
@@ -184,11 +184,13 @@ def find_resumable(spec, tracking_uri: str) -> Resumable:
     return found
 
 
-def _check_driver_gone(sweep_id: str, run_id: str, tag: str) -> None:
-    """UserError unless the driver of a RUNNING sweep is known to be gone: two drivers must
-    never share one Tune directory."""
+def _check_driver_gone(sweep_id: str, run_id: str, tag: str, running: bool) -> None:
+    """UserError when the sweep's driver may still run: two drivers must never share one Tune
+    directory. A live driver on this host is refused whatever MLflow says (another --resume
+    may have just taken the sweep over); one on another host only while the run is RUNNING (a
+    driver that ended marked it KILLED or FAILED on its way out)."""
     alive = driver_alive(tag)
-    if alive is False:
+    if alive is False or (alive is None and not running):
         return
     host, _, rest = tag.partition(":")
     pid = rest.partition(":")[0]
