@@ -6,10 +6,13 @@ Bad input of any kind ends with one line on stderr and exit code 2, before any c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from raysweep.errors import UserError
+from raysweep.redaction import redact_text, redact_uri
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,13 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="inspect the synthetic store")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     for name, text in (("ls", "list pools and trained generators"),
-                       ("verify", "check every pool shard against its checksum")):
+                       ("verify", "check every pool, generator and classifier against its "
+                                  "checksums (exit 1 if anything is damaged)"),
+                       ("gc", "remove what nothing references (a dry run unless --yes)")):
         sub = cache_commands.add_parser(name, help=text)
         sub.add_argument("--store", default=".raysweep/cache",
                          help="store path or s3://bucket/prefix (default: .raysweep/cache)")
         sub.add_argument("--spec", help="take the store path from this spec instead")
         if name == "ls":
             sub.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "gc":
+            sub.add_argument("--yes", action="store_true",
+                             help="remove them (without it, only list what would be removed)")
+            sub.add_argument("--min-age-hours", type=float, default=1.0, metavar="H",
+                             help="leave anything younger alone: a write may be under way "
+                                  "(default: 1)")
+            sub.add_argument("--pools-older-than", type=float, metavar="DAYS",
+                             help="also remove whole pools last written more than DAYS ago")
     return parser
 
 
@@ -132,7 +145,6 @@ def _disconnect() -> None:
 
 def cmd_run(args) -> int:
     from raysweep.sweep.lifecycle import SweepInterrupted
-    from raysweep.redaction import redact_uri
     from raysweep.sweep.run import find_resumable, log, run_sweep
     from raysweep.tracking import resolve_tracking_uri
 
@@ -246,7 +258,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from raysweep.store.cache_cli import cache_ls, cache_verify
+    from raysweep.store.cache_cli import cache_gc, cache_ls, cache_verify
     from raysweep.store.store import SyntheticStore
 
     root = args.store
@@ -259,6 +271,16 @@ def cmd_cache(args) -> int:
     if args.cache_command == "ls":
         print(cache_ls(store, as_json=args.json))
         return 0
+    if args.cache_command == "gc":
+        for name, value in (("--min-age-hours", args.min_age_hours),
+                            ("--pools-older-than", args.pools_older_than)):
+            if value is not None and not 0 <= value < 1e6:
+                raise UserError(f"cache gc {name}: {value:g} is not a number of hours or days "
+                                f">= 0; give e.g. 1")
+        days = args.pools_older_than
+        print(cache_gc(store, delete=args.yes, min_age_s=args.min_age_hours * 3600,
+                       pools_older_than_s=None if days is None else days * 86400))
+        return 0
     text, ok = cache_verify(store)
     print(text)
     return 0 if ok else 1
@@ -267,7 +289,6 @@ def cmd_cache(args) -> int:
 def cmd_ui(args) -> int:
     import subprocess
 
-    from raysweep.redaction import redact_uri
     from raysweep.tracking import resolve_tracking_uri
 
     spec_uri = None
@@ -280,9 +301,10 @@ def cmd_ui(args) -> int:
     print(f"MLflow UI for {redact_uri(uri)} at {address}", flush=True)
     if args.sweep:
         print(f"sweep {args.sweep}: {address}/{sweep_page(uri, args.sweep)}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]
-    return subprocess.call(command)
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port)]
+    # The store URI (maybe with a password) goes through the environment, which only this user
+    # can read, not the command line, which every user sees in `ps`.
+    return subprocess.call(command, env={**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
 
 
 def sweep_page(tracking_uri: str, sweep_id: str) -> str:
@@ -304,21 +326,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "ls": cmd_ls,
                "init": cmd_init, "cache": cmd_cache, "ui": cmd_ui}[args.command]
+    # Credentials the user gave that an error may quote (MLflow's lines carry the URL).
+    known = [getattr(args, "tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")]
     try:
         return handler(args)
     except UserError as error:
-        print(f"raysweep: error: {error}", file=sys.stderr)
+        print(f"raysweep: error: {redact_text(str(error), known)}", file=sys.stderr)
         return 2
     except Exception as error:
+        from mlflow.exceptions import MlflowException
+
         from raysweep.synthesis.service import SynthesisFailed
         from raysweep.store.backends import UnsafePath
         from raysweep.store.store import CorruptGenerator, CorruptPool
 
-        # Generation that gave up, or a store found damaged or tampered with: not a bug, so one
-        # line (raised in an actor, it arrives wrapped in Ray's traceback), exit 1.
-        if not isinstance(error, (SynthesisFailed, CorruptPool, CorruptGenerator, UnsafePath)):
-            raise
-        print(f"raysweep: error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
+        # Generation that gave up, a store found damaged or tampered with, a tracking store
+        # that fails: not a bug, so one line (raised in an actor, it arrives wrapped in Ray's
+        # traceback), exit 1.
+        if isinstance(error, (SynthesisFailed, CorruptPool, CorruptGenerator, UnsafePath)):
+            print(f"raysweep: error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
+            return 1
+        if isinstance(error, MlflowException):
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            print(f"raysweep: error: MLflow: {redact_text(first_line, known)}", file=sys.stderr)
+            return 1
+        # A bug: its traceback as Python prints it, exit 1, but with credentials hidden.
+        print(redact_text("".join(traceback.format_exception(error)), known), end="",
+              file=sys.stderr)
         return 1
 
 

@@ -42,6 +42,19 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 MAX_SEED = 2**31 - 1
 # More synthetic images per real one than any study uses; bigger is a typo (the pool is sized by it).
 MAX_SYNTHETIC_RATIO = 100.0
+# Upper bounds on the spec's other numbers: far beyond any real sweep, so only a typo (an extra
+# zero, a seed pasted into the wrong key) meets them, and it is refused at `validate` instead of
+# failing, or running for days, at `run`.
+MAX_EPOCHS = 10_000
+MAX_INPUT_SIZE = 1024  # pixels; validate runs a forward pass at this size
+MAX_ACTORS = 256  # per generator; each holds a whole model
+MAX_CPUS = 256  # per actor, per trial, threads: more than one node has
+MAX_GPUS_PER_TRIAL = 16  # a trial runs on one node
+# The one remote scheme raysweep writes (boto3 for the store, pyarrow for Tune's storage).
+# Another (gs://, abfs://, S3://) would pass for shared storage and then become a local folder.
+REMOTE_SCHEME = "s3://"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,199}")
 # Names that are safe in MLflow filter strings, file names and Ray actor names.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -99,7 +112,7 @@ class Axis(_Strict):
 class DatasetSpec(_Strict):
     name: str = "mnist5k"
     options: dict[str, Any] = Field(default_factory=dict)
-    per_class: int | None = Field(default=50, ge=1)
+    per_class: int | None = Field(default=50, ge=1, le=1_000_000)
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     split_seed: int = Field(default=0, ge=0, le=MAX_SEED)
@@ -118,10 +131,10 @@ class GeneratorSpec(_Strict):
 
 class SynthesisSpec(_Strict):
     mode: Literal["add", "replace", "only"] = "add"
-    actors: int = Field(default=1, ge=1)
-    cpus_per_actor: float = Field(default=0, ge=0)
+    actors: int = Field(default=1, ge=1, le=MAX_ACTORS)
+    cpus_per_actor: float = Field(default=0, ge=0, le=MAX_CPUS)
     gpus_per_actor: float = Field(default=0, ge=0, le=1)
-    chunk_size: int = Field(default=250, ge=1)
+    chunk_size: int = Field(default=250, ge=1, le=10_000)
     # on_demand: trials start when their own images exist and pools grow as far as trials
     # read; staged: every planned pool is filled first, then trials start (to compare).
     schedule: Literal["on_demand", "staged"] = "on_demand"
@@ -130,7 +143,7 @@ class SynthesisSpec(_Strict):
     soft_label_gamma: float = Field(default=0.5, gt=0, le=10)
     # Judge each pool before trials (Fréchet distance, KID, precision/recall, SSIM, CAS) with
     # this many CAS epochs; 0 = off (the reference classifier costs minutes on a laptop CPU).
-    quality_epochs: int = Field(default=0, ge=0)
+    quality_epochs: int = Field(default=0, ge=0, le=MAX_EPOCHS)
     # Fréchet distance and KID on Inception v3 features (as published FIDs) instead of the
     # reference classifier's: a local copy of torch-fidelity's FID Inception weights. Never
     # downloaded; needs quality_epochs > 0.
@@ -143,18 +156,18 @@ class TTASpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(default=6, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
-    weight_decay: float = Field(default=0.05, ge=0)
-    input_size: int | None = Field(default=32, ge=8, le=1024)
+    epochs: int = Field(default=6, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    lr: float = Field(default=3e-3, gt=0, le=10)
+    weight_decay: float = Field(default=0.05, ge=0, le=10)
+    input_size: int | None = Field(default=32, ge=8, le=MAX_INPUT_SIZE)
     pretrained: bool | str = False
     augmentation_params: dict[str, float] = Field(default_factory=dict)
-    warmup_epochs: int = Field(default=0, ge=0)
-    early_stopping_patience: int | None = Field(default=None, ge=1)
+    warmup_epochs: int = Field(default=0, ge=0, le=MAX_EPOCHS)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=MAX_EPOCHS)
     tta: TTASpec = Field(default_factory=TTASpec)
     # torch threads per trial; null: the CPUs the trial holds (tune.cpus_per_trial, at least 1)
-    threads: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=MAX_CPUS)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainingSpec":
@@ -165,8 +178,8 @@ class TrainingSpec(_Strict):
 
 
 class ASHASpec(_Strict):
-    grace_period: int = Field(default=2, ge=1)
-    reduction_factor: float = Field(default=3, gt=1)
+    grace_period: int = Field(default=2, ge=1, le=MAX_EPOCHS)
+    reduction_factor: float = Field(default=3, gt=1, le=100)
 
 
 class TuneSpec(_Strict):
@@ -175,13 +188,18 @@ class TuneSpec(_Strict):
     asha: ASHASpec = Field(default_factory=ASHASpec)
     search_seed: int = Field(default=0, ge=0, le=MAX_SEED)
     num_samples: int = Field(default=1, ge=1, le=100_000)
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
-    cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
+    max_concurrent_trials: int | None = Field(default=None, ge=1, le=100_000)
+    cpus_per_trial: float = Field(default=1, gt=0, le=MAX_CPUS)
+    gpus_per_trial: float = Field(default=0, ge=0, le=MAX_GPUS_PER_TRIAL)
     metric: Literal["val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_macro_auc",
                     "train_loss"] = "val_balanced_accuracy"
     mode: Literal["max", "min"] = "max"
     storage_path: str = ".raysweep/tune"
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_is_writable(cls, value: str) -> str:
+        return check_location("tune.storage_path", value)
     # A trial that fails (a lost node, an OOM) is retried from its last checkpoint this often.
     max_failures: int = Field(default=2, ge=0, le=100)
     # A trial saves a resumable checkpoint (model + optimizer) at most this often, in seconds;
@@ -204,11 +222,12 @@ class SaliencySpec(_Strict):
 
     method: str = "gradcam"
     backbone: str = "resnet10t"
-    epochs: int = Field(default=10, ge=1)
-    input_size: int = Field(default=32, ge=8)
+    epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
+    input_size: int = Field(default=32, ge=8, le=MAX_INPUT_SIZE)
     target_layer: str | None = None
-    smoothing: float = Field(default=0.0, ge=0)
-    seed: int = 0
+    # Gaussian sigma in pixels; wider than any image is a typo.
+    smoothing: float = Field(default=0.0, ge=0, le=MAX_INPUT_SIZE)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class TrackingSpec(_Strict):
@@ -225,6 +244,11 @@ class TrackingSpec(_Strict):
 
 class StoreSpec(_Strict):
     path: str = ".raysweep/cache"
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_writable(cls, value: str) -> str:
+        return check_location("store.path", value)
 
 
 class YardstickSpec(_Strict):
@@ -286,6 +310,11 @@ class Spec(_Strict):
         _check_name("name", value)
         return value
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_is_writable(cls, value: str | None) -> str | None:
+        return value if value is None else check_location("storage", value)
+
     @model_validator(mode="after")
     def _axes_are_sound(self) -> "Spec":
         axes = {name: self.sweep.axis(name) for name in AXES}
@@ -346,6 +375,29 @@ class Spec(_Strict):
         return self.tracking.experiment or self.name
 
 
+def check_location(key: str, value: str) -> str:
+    """`value` itself if raysweep can write there: a local path, or `s3://bucket/prefix` whose
+    prefix is plain names (nothing that could climb out of a local cache); UserError otherwise."""
+    scheme, sep, rest = str(value).partition("://")
+    if not sep:
+        return value
+    if scheme != REMOTE_SCHEME[:-3]:
+        if scheme.lower() == "s3":
+            raise UserError(f"{key}: {value!r}: write the scheme in lower case, "
+                            f"s3://{rest}")
+        raise UserError(f"{key}: {value!r}: raysweep writes to local paths and "
+                        f"s3://bucket/prefix only, not {scheme}://; use an S3 bucket (or an "
+                        f"S3-compatible server through AWS_ENDPOINT_URL) or a local path")
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    parts = prefix.split("/") if prefix else []
+    if not _BUCKET.fullmatch(bucket) or not all(_PREFIX_PART.fullmatch(p) for p in parts):
+        raise UserError(f"{key}: {value!r} is not s3://bucket/prefix with a valid bucket name "
+                        f"(3-63 lower-case letters, digits, '.' and '-') and a prefix of plain "
+                        f"names (no '.', '..' or empty parts); fix the URL")
+    return value
+
+
 def _check_name(key: str, value: str) -> None:
     if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
         raise UserError(f"{key}: {value!r} must be letters, digits, '.', '_' or '-' (at most "
@@ -386,7 +438,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set training.epochs=2")
         try:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _AliasRefused as error:
+            raise UserError(f"--set {key}: YAML alias *{error.anchor} is not allowed; write the "
+                            f"value out in full") from None
         except yaml.YAMLError:
             value = text
         node = raw
@@ -409,7 +464,12 @@ def _format_validation_error(error: ValidationError) -> str:
         return f"{where}: unknown key; known keys here: {', '.join(known)}"
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{where}: {first['msg']}{shown}"
+    fix = "; use a value within that bound" if first["type"] in _BOUND_ERRORS else ""
+    return f"{where}: {first['msg']}{shown}{fix}"
+
+
+# pydantic's error types for a number outside its Field's ge/gt/le/lt (the message names the bound).
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 def _known_keys(dotted: str) -> list[str]:
@@ -437,9 +497,25 @@ def parse_spec(raw: Any, source: str = "spec") -> Spec:
         raise UserError(f"{source}: {_format_validation_error(error)}") from None
 
 
+class _AliasRefused(yaml.YAMLError):
+    """A YAML alias (`*name`) in a spec or a --set value."""
+
+    def __init__(self, anchor: str, mark):
+        self.anchor, self.problem_mark = anchor, mark
+        super().__init__(anchor)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
-    would silently keep the last one)."""
+    would silently keep the last one) and aliases are refused: a few hundred bytes of nested
+    aliases expand to gigabytes when the resolved spec is written out (a "billion laughs"), and
+    a spec is short enough to write every value out."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -487,6 +563,9 @@ def load_spec(spec: str | Path, overrides: list[str] | None = None) -> Spec:
                         f"save the file as UTF-8") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _AliasRefused as error:
+        raise UserError(f"{path}: line {error.problem_mark.line + 1}: YAML alias *{error.anchor} "
+                        f"is not allowed in a spec; write the value out in full") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -500,9 +579,10 @@ def load_spec(spec: str | Path, overrides: list[str] | None = None) -> Spec:
 
 def spec_to_yaml(spec: Spec) -> str:
     """The resolved spec (defaults filled in), as logged with every sweep; credentials in the
-    tracking URI are redacted."""
-    from raysweep.redaction import redact_uri
+    tracking URI, and in any other URL the spec holds, are redacted."""
+    from raysweep.redaction import redact_text, redact_uri
 
     resolved = spec.model_dump(mode="json")
-    resolved["tracking"]["tracking_uri"] = redact_uri(resolved["tracking"]["tracking_uri"])
-    return yaml.safe_dump(resolved, sort_keys=False)
+    uri = resolved["tracking"]["tracking_uri"]
+    resolved["tracking"]["tracking_uri"] = redact_uri(uri)
+    return redact_text(yaml.safe_dump(resolved, sort_keys=False), [uri])

@@ -104,13 +104,126 @@ def test_dockerfile_base_is_rayproject_ray_at_the_pinned_version():
     text = (REPO / "docker" / "Dockerfile").read_text()
     bases = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     assert len(bases) == 1, bases
-    name, _, tag = bases[0].partition(":")
+    name, _, tag = bases[0].split("@")[0].partition(":")  # a pinned digest may follow the tag
     assert name == "rayproject/ray", f"base {bases[0]} is not rayproject/ray (ray-ml is gone)"
     assert tag.split("-")[0] == pinned("ray"), f"base {bases[0]} vs ray=={pinned('ray')} pinned"
     # CPU base: torch's wheel brings its own CUDA; a -gpu base would add a second stack.
     assert "py311" in tag.split("-") and tag.endswith("-cpu")
     assert re.search(r"pip install\b.*-c docker/constraints.txt\s+\.(\s|$)", text), \
         "the image must pip install the repo with the constraints"
+
+
+def test_the_image_runs_as_the_unprivileged_ray_user():
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    lines = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    users = [i for i, words in enumerate(lines) if words[0] == "USER"]
+    froms = [i for i, words in enumerate(lines) if words[0] == "FROM"]
+    assert users and users[0] > froms[-1], "no USER after FROM: the image would run as root"
+    assert lines[users[-1]][1] == "ray"
+
+
+def test_nodes_use_a_security_group_that_opens_ssh_to_one_address_only(cluster, monkeypatch):
+    """Ray's own group opens SSH to 0.0.0.0/0 (its security_group setting only adds rules), so
+    every node type names the user's group, and Ray's own code then creates none."""
+    from ray.autoscaler._private.aws import config as aws_config
+
+    for name, node_type in cluster["available_node_types"].items():
+        assert node_type["node_config"].get("SecurityGroupIds") == ["YOUR-SECURITY-GROUP-ID"], name
+
+    def no_group_of_rays(*args, **kwargs):
+        raise AssertionError("Ray would create its own security group (SSH from 0.0.0.0/0)")
+
+    monkeypatch.setattr(aws_config, "_upsert_security_groups", no_group_of_rays)
+    aws_config._configure_security_group(prepare_config(copy.deepcopy(cluster)))
+    readme = (REPO / "docker" / "README.md").read_text()
+    assert "--port 22 --cidr YOUR-IP/32" in readme and "0.0.0.0/0 and" in readme
+    assert "--source-group $SG" in readme
+
+
+def policies() -> dict[str, dict]:
+    """The two IAM policies of docker/README.md, by profile name."""
+    readme = (REPO / "docker" / "README.md").read_text()
+    found = {}
+    for name in ("raysweep-worker", "raysweep-head"):
+        after = readme[readme.index(f"**`{name}`**"):]
+        body = after[after.index("```json") + len("```json"):]
+        found[name] = json.loads(body[:body.index("```")])
+    return found
+
+
+def allowed(policy: dict, action: str, resource: str, context: dict | None = None) -> bool:
+    """IAM's answer for these Allow-only policies: an action and resource pattern match (`*`
+    and `?` as IAM reads them, across `/`) and every condition holds."""
+    from fnmatch import fnmatchcase
+
+    assert all(s["Effect"] == "Allow" for s in policy["Statement"])  # no Deny to evaluate
+    context = context or {}
+
+    def matches(patterns, value, case=True):
+        patterns = [patterns] if isinstance(patterns, str) else patterns
+        return any(fnmatchcase(value if case else value.lower(), p if case else p.lower())
+                   for p in patterns)
+
+    def holds(operator: str, key: str, expected) -> bool:
+        if key not in context:
+            return operator.endswith("IfExists")
+        test = (lambda v, p: v == p) if operator.startswith("StringEquals") else \
+            (lambda v, p: matches(p, v))
+        expected = [expected] if isinstance(expected, str) else expected
+        return any(test(context[key], e) for e in expected)
+
+    return any(matches(s["Action"], action, case=False) and matches(s["Resource"], resource)
+               and all(holds(op, key, value) for op, pairs in s.get("Condition", {}).items()
+                       for key, value in pairs.items())
+               for s in policy["Statement"])
+
+
+BUCKET = "arn:aws:s3:::YOUR-BUCKET"
+SWEEP = "raysweep/tune/ratio-20261124-011502-3fa9c1"
+TRIAL = f"{SWEEP}/train_fn_1a2b3_00000_0_seed=0,synthetic_ratio=0.0000_2026-11-24_01-15-02"
+
+
+def test_workers_write_pools_and_their_trials_but_not_what_the_driver_unpickles():
+    worker = policies()["raysweep-worker"]
+    for key in ("raysweep/cache/pools/3f0c/shard-00000-1a2b3c4d.npz",
+                "raysweep/cache/generators/ab12/0123456789ab/unet/model.safetensors",
+                f"{TRIAL}/checkpoint_000003/checkpoint.pt", f"{TRIAL}/result.json",
+                "raysweep/", "raysweep/tune/", f"{SWEEP}/", f"{TRIAL}/"):  # pyarrow's folders
+        assert allowed(worker, "s3:PutObject", f"{BUCKET}/{key}"), key
+    for key in (f"{SWEEP}/tuner.pkl", f"{SWEEP}/experiment_state-2026-11-24_01-15-02.json",
+                "raysweep/mlflow/1/0f3c/artifacts/spec.yaml", "other/x", "raysweep/tune/x"):
+        assert not allowed(worker, "s3:PutObject", f"{BUCKET}/{key}"), key
+        assert not allowed(worker, "s3:DeleteObject", f"{BUCKET}/{key}"), key
+    assert allowed(worker, "s3:GetObject", f"{BUCKET}/{SWEEP}/tuner.pkl")
+    # Listing: under the prefix, and the prefix-less HEAD of the bucket that pyarrow makes.
+    assert allowed(worker, "s3:ListBucket", BUCKET, {"s3:prefix": "raysweep/cache/pools/"})
+    assert allowed(worker, "s3:ListBucket", BUCKET)
+    assert not allowed(worker, "s3:ListBucket", BUCKET, {"s3:prefix": "other/"})
+    # What `cache verify` and `cache gc` call on S3.
+    assert allowed(worker, "s3:ListBucketMultipartUploads", BUCKET)
+    assert allowed(worker, "s3:AbortMultipartUpload", f"{BUCKET}/raysweep/cache/pools/k/x")
+    assert not any(allowed(worker, f"ec2:{a}", "arn:aws:ec2:us-west-2:1:instance/i-1")
+                   for a in ("RunInstances", "TerminateInstances", "StopInstances", "CreateTags"))
+
+
+def test_the_head_manages_only_this_clusters_instances(cluster):
+    head = policies()["raysweep-head"]
+    name = cluster["cluster_name"]
+    instance = "arn:aws:ec2:us-west-2:YOUR-ACCOUNT-ID:instance/i-0123456789abcdef0"
+    assert allowed(head, "ec2:RunInstances", instance,
+                   {"aws:RequestTag/ray-cluster-name": name})
+    assert not allowed(head, "ec2:RunInstances", instance)
+    assert not allowed(head, "ec2:RunInstances", instance,
+                       {"aws:RequestTag/ray-cluster-name": "someone-else"})
+    for action in ("TerminateInstances", "StopInstances", "StartInstances", "CreateTags"):
+        assert allowed(head, f"ec2:{action}", instance, {"ec2:ResourceTag/ray-cluster-name": name})
+        assert not allowed(head, f"ec2:{action}", instance), action  # an instance not ours
+    assert allowed(head, "ec2:CreateTags", instance, {"ec2:CreateAction": "RunInstances"})
+    assert allowed(head, "s3:PutObject", f"{BUCKET}/{SWEEP}/tuner.pkl")
+    assert allowed(head, "s3:PutObject", f"{BUCKET}/raysweep/mlflow/1/0f3c/artifacts/spec.yaml")
+    assert not allowed(head, "s3:PutObject", f"{BUCKET}/other/x")
+    assert allowed(head, "iam:PassRole", "arn:aws:iam::YOUR-ACCOUNT-ID:role/raysweep-worker")
+    assert not allowed(head, "iam:PassRole", "arn:aws:iam::YOUR-ACCOUNT-ID:role/admin")
 
 
 def test_ci_runs_readme_test_command_with_the_constraints():
@@ -209,3 +322,45 @@ def test_head_commands_start_mlflow_through_rays_command_wrapping(cluster, tmp_p
     finally:
         if pid_file.exists():
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+@pytest.mark.slow  # an MLflow server starts (seconds on an idle machine, minutes on a busy one)
+def test_tracking_server_reads_a_secret_store_uri_from_a_private_file(tmp_path, capsys,
+                                                                      monkeypatch):
+    """For a database with a password: the URI is read from a mode-600 file and handed to
+    `mlflow server` through its environment, so no command line on the head shows it."""
+    from raysweep.deploy import tracking_server
+
+    monkeypatch.setattr(tracking_server, "READY_SECONDS", 400)  # a busy shared test machine
+
+    secret = tmp_path / "backend-store-uri"
+    secret.write_text(f"sqlite:///{tmp_path / 's3cr3t-store.db'}\n")
+    secret.chmod(0o644)
+    pid_file, log_file = tmp_path / "mlflow.pid", tmp_path / "mlflow.log"
+    port = free_port()
+    argv = ["--pid-file", str(pid_file), "--log-file", str(log_file),
+            "--backend-store-uri-file", str(secret), "--", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1"]
+    assert tracking_server.main(argv) == 2  # readable by others: refused, in one line
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "chmod 600" in err and not pid_file.exists()
+    secret.chmod(0o600)
+    try:
+        assert tracking_server.main(argv) == 0
+        pid = int(pid_file.read_text())
+        lines = [Path(f"/proc/{p.name}/cmdline").read_bytes() for p in Path("/proc").iterdir()
+                 if p.name.isdigit() and _in_session(int(p.name), pid)]
+    finally:
+        if pid_file.exists():
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    assert any(b"mlflow" in line for line in lines)
+    assert not any(b"s3cr3t" in line for line in lines), lines
+    assert (tmp_path / "s3cr3t-store.db").is_file()  # the server used the file's URI
+
+
+def _in_session(pid: int, session: int) -> bool:
+    """Whether `pid` belongs to the session the server was started in (its own)."""
+    try:
+        return os.getsid(pid) == session
+    except OSError:
+        return False

@@ -32,6 +32,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def in_session(pid: int, session: int) -> bool:
+    try:
+        return os.getsid(pid) == session
+    except OSError:  # ended meanwhile
+        return False
+
+
 def chromium(url: str, profile: Path, *extra: str) -> str:
     result = subprocess.run(
         [shutil.which("chromium"), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
@@ -49,10 +56,12 @@ def test_ui_shows_the_sweeps_child_runs_and_swept_param(tmp_path):
               for r in (0.0, 2.0) for s in (0, 1, 2)]
     sweep = record_sweep(uri, "ratio", trials)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    server = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "ui", "--tracking-uri", uri,
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    # The store given through the environment: then no command line (`ps`) may show it, since a
+    # store URI can hold a password.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MLFLOW_TRACKING_URI": uri}
+    server = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "ui", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         address = f"http://127.0.0.1:{port}"
         for _ in range(180):
@@ -61,6 +70,8 @@ def test_ui_shows_the_sweeps_child_runs_and_swept_param(tmp_path):
                 break
             except OSError:
                 time.sleep(1)
+        command_lines = [(p / "cmdline").read_bytes() for p in Path("/proc").iterdir()
+                         if p.name.isdigit() and in_session(int(p.name), server.pid)]
         url = f"{address}/{sweep_page(uri, sweep)}"
         dom = chromium(url, tmp_path / "profile-dom", "--dump-dom")
         ARTIFACTS.mkdir(exist_ok=True)
@@ -73,4 +84,6 @@ def test_ui_shows_the_sweeps_child_runs_and_swept_param(tmp_path):
         for seed in (0, 1, 2):
             assert f"synthetic_ratio={ratio} seed={seed}" in dom
     assert "synthetic_ratio" in dom and "backbone" in dom
+    assert any(b"mlflow" in line for line in command_lines)
+    assert not any(str(tmp_path).encode() in line for line in command_lines), command_lines
     assert screenshot.stat().st_size > 10_000

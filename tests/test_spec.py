@@ -356,3 +356,104 @@ def test_folder_is_decoded_once_and_cached_for_trials(tmp_path, monkeypatch):
 
     with pytest.raises(UserError, match="1.png is not a readable image"):
         create_dataset("folder", path=str(root), mode="L", image_size=8)
+
+
+# -- every number has a bound, named in the message (issue 17) -----------------------------
+
+@pytest.mark.parametrize("section, key, value, bound", [
+    ("saliency", "seed", 2**64, "2147483647"),
+    ("saliency", "seed", -1, "0"),
+    ("saliency", "input_size", 100_000, "1024"),
+    ("saliency", "epochs", 10**6, "10000"),
+    ("saliency", "smoothing", 1e6, "1024"),
+    ("synthesis", "actors", 1_000_000, "256"),
+    ("synthesis", "cpus_per_actor", 10_000, "256"),
+    ("synthesis", "chunk_size", 10**7, "10000"),
+    ("synthesis", "quality_epochs", 10**6, "10000"),
+    ("training", "epochs", 10**6, "10000"),
+    ("training", "batch_size", 10**7, "65536"),
+    ("training", "lr", 1e3, "10"),
+    ("training", "weight_decay", 1e3, "10"),
+    ("training", "threads", 10**4, "256"),
+    ("training", "early_stopping_patience", 10**6, "10000"),
+    ("tune", "gpus_per_trial", 1000, "16"),
+    ("tune", "cpus_per_trial", 10**4, "256"),
+    ("tune", "max_concurrent_trials", 10**7, "100000"),
+    ("dataset", "per_class", 10**9, "1000000"),
+])
+def test_every_number_is_bounded_with_the_bound_in_the_message(write_spec, capsys, section, key,
+                                                                 value, bound):
+    spec = {**GOOD, section: {**GOOD.get(section, {}), key: value}}
+    line = expect_error(write_spec(spec), capsys, f"{section}.{key}", bound)
+    assert "within that bound" in line
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(write_spec, capsys):
+    """565 bytes that expand to 10**9 list items: refused at the first alias, in one line."""
+    lines = ["name: t", "generator:", "  options_by_name:", "    vae:",
+             '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for name, previous in zip("bcdefghi", "abcdefgh"):
+        lines.append(f"      {name}: &{name} [" + ",".join([f"*{previous}"] * 10) + "]")
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 700
+    line = expect_error(write_spec(text), capsys, "alias *a", "line 6", "write the value out")
+    assert len(line) < 300
+
+
+def test_an_alias_in_a_set_value_is_refused(write_spec, capsys):
+    expect_error(write_spec(GOOD), capsys, "--set", "alias *x",
+                 extra=("--set", "sweep.seed=[&x 1, *x]"))
+
+
+# -- only storage raysweep can write: local paths and s3:// (issue 17) ----------------------
+
+@pytest.mark.parametrize("extra, words", [
+    (("--storage", "gs://bkt/p"), ("--storage", "gs://", "s3://bucket/prefix")),
+    (("--storage", "hdfs://namenode/p"), ("--storage", "hdfs://")),
+    (("--set", "store.path=S3://bkt/p"), ("store.path", "lower case", "s3://bkt/p")),
+    (("--set", "tune.storage_path=abfs://container/p"), ("tune.storage_path", "abfs://")),
+    (("--set", "store.path=s3://bkt/a/../../escape"), ("store.path", "'..'")),
+])
+def test_storage_schemes_raysweep_cannot_write_are_refused(write_spec, in_tmp_cwd, capsys, extra,
+                                                           words):
+    expect_error(write_spec(GOOD), capsys, *words, extra=extra)
+    # Nothing became a local folder named after the scheme (`./gs:/bkt/p`).
+    assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["spec.yaml"]
+
+
+def test_cache_commands_refuse_other_schemes(in_tmp_cwd, capsys):
+    assert main(["cache", "ls", "--store", "gs://bkt/p"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "s3://bucket/prefix" in err
+    assert list(in_tmp_cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["s3://bkt/a/../../outside", "s3://../x", "s3://bkt/./p"])
+def test_an_s3_store_prefix_cannot_climb_out_of_the_download_cache(tmp_path, url):
+    from raysweep.errors import UserError
+    from raysweep.store.store import SyntheticStore
+
+    with pytest.raises(UserError, match="s3://"):
+        SyntheticStore(url, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04garbage", "wrong shape"])
+def test_a_damaged_dataset_cache_is_decoded_again(tmp_path, monkeypatch, damage):
+    """An empty cache file (a crash before fsync), garbage, or arrays of another shape: the
+    folder is decoded again and the cache replaced, never an EOFError or wrong images."""
+    import numpy as np
+
+    from raysweep.data import create_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = _image_tree(tmp_path / "data")
+    first = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    [cache] = (tmp_path / "cache" / "raysweep" / "datasets").glob("folder-*.npz")
+    if damage == "wrong shape":
+        np.savez(cache, images=np.zeros((3, 8, 8, 1), np.uint8), labels=np.zeros(3, np.int64))
+    else:
+        cache.write_bytes(damage)
+    again = create_dataset("folder", path=str(root), mode="L", image_size=8)
+    assert (again.images == first.images).all() and (again.labels == first.labels).all()
+    with np.load(cache) as arrays:  # replaced by a good one
+        assert arrays["images"].shape == first.images.shape

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import ray
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -79,6 +80,11 @@ def children(all_runs: list) -> list:
     return [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
 
 
+# What reading a sweep's state raises while the sweep is still creating it: the sqlite file or
+# Tune's directory not there yet or being written, the parent run not there yet (StopIteration).
+NOT_READY = (MlflowException, sqlite3.Error, OSError, ValueError, KeyError, StopIteration)
+
+
 def wait_for(condition, process: subprocess.Popen, seconds: float = 400) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -87,7 +93,7 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 400) -> None
         try:
             if condition():
                 return
-        except Exception:  # the database is being created or written
+        except NOT_READY:
             pass
         time.sleep(0.5)
     process.kill()
@@ -148,7 +154,7 @@ def test_a_killed_driver_resumes_and_mlflow_ends_with_one_run_per_trial(tmp_path
     resumed = start_sweep(tmp_path, WITH_POOLS, "--resume")
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-3000:]
-    assert f"resuming sweep" in output and "(0 generated, 80 reused)" in output
+    assert "resuming sweep" in output and "(0 generated, 80 reused)" in output
 
     every = runs(tmp_path, "resumed")
     parents = [r for r in every if r.data.tags.get("raysweep.role") == "sweep"]
@@ -168,6 +174,99 @@ def test_resume_with_nothing_to_resume_is_one_line(in_tmp_cwd, capsys):
     assert main(["run", str(spec), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--resume" in err and "no unfinished sweep" in err
+
+
+SWEEP_ID = "life-20261201-000000-abcdef"
+
+
+def unfinished_sweep(directory: Path, *, sweep_id: str = SWEEP_ID, storage: Path | None = None,
+                     driver: str = "") -> tuple:
+    """A parent run as a driver left it (RUNNING), its Tune state (a tuner.pkl) where it says,
+    and the spec it belongs to; returns (spec, tracking URI, run id)."""
+    from raysweep.spec import load_spec
+    from raysweep.sweep.run import STORAGE_TAG
+    from raysweep.tracking import experiment_id, open_store, resolve_tracking_uri
+
+    path = directory / "spec.yaml"
+    path.write_text(NO_SYNTHESIS)
+    uri = resolve_tracking_uri(None, None)
+    storage = storage or directory / ".raysweep" / "tune"
+    (storage / sweep_id).mkdir(parents=True, exist_ok=True)
+    (storage / sweep_id / "tuner.pkl").write_bytes(b"")
+    client = open_store(uri)
+    run = client.create_run(experiment_id(client, "life"), tags={
+        tracking.SWEEP_TAG: sweep_id, "raysweep.role": "sweep", STORAGE_TAG: str(storage),
+        tracking.DRIVER_TAG: driver})
+    return load_spec(path), uri, run.info.run_id
+
+
+def dead_driver() -> str:
+    """The driver tag of a process that has ended (as a SIGKILLed driver's is)."""
+    process = subprocess.Popen(["sleep", "60"])
+    tag = tracking.driver_tag(process.pid)
+    process.kill()
+    process.wait()
+    return tag
+
+
+def test_resume_never_restores_from_a_path_a_tag_names(in_tmp_cwd, capsys):
+    """`Tuner.restore` unpickles tuner.pkl: a tag pointing at someone else's folder must not
+    lead there. The spec's own storage (or --storage) is the only place resumed from."""
+    elsewhere = in_tmp_cwd / "planted"
+    unfinished_sweep(in_tmp_cwd, storage=elsewhere, driver=dead_driver())
+    capsys.readouterr()  # MLflow's lines from creating the store
+    assert main(["run", str(in_tmp_cwd / "spec.yaml"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(elsewhere) in err and "--storage" in err
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("sweep_id", ["life-x'/../../etc", "other-20261201-000000-abcdef",
+                                      "life-20261201-000000-abcdef/../../x"])
+def test_resume_refuses_a_sweep_id_raysweep_did_not_make(in_tmp_cwd, sweep_id):
+    from raysweep.errors import UserError
+    from raysweep.sweep.run import find_resumable
+
+    spec, uri, _ = unfinished_sweep(in_tmp_cwd, sweep_id=sweep_id.split("/")[0],
+                                    driver=dead_driver())
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("life").experiment_id])[0]
+    client.set_tag(run.info.run_id, tracking.SWEEP_TAG, sweep_id)
+    with pytest.raises(UserError, match="not one raysweep makes for spec 'life'"):
+        find_resumable(spec, uri)
+
+
+def test_resume_waits_for_the_driver_to_be_gone(in_tmp_cwd):
+    """Two drivers must never share a Tune directory: a live driver (here a process that is
+    still running) is refused; once it has ended, the same sweep resumes."""
+    from raysweep.errors import UserError
+    from raysweep.sweep.run import Resumable, find_resumable
+
+    driver = subprocess.Popen(["sleep", "60"])
+    try:
+        spec, uri, run_id = unfinished_sweep(in_tmp_cwd, driver=tracking.driver_tag(driver.pid))
+        with pytest.raises(UserError, match=f"still running .*pid {driver.pid}"):
+            find_resumable(spec, uri)
+        # KILLED in MLflow, but its driver runs (another --resume is taking it over): refused.
+        MlflowClient(uri).set_terminated(run_id, "KILLED")
+        with pytest.raises(UserError, match="still running"):
+            find_resumable(spec, uri)
+    finally:
+        driver.kill()
+        driver.wait()
+    assert find_resumable(spec, uri) == Resumable(SWEEP_ID,
+                                                  str(in_tmp_cwd / ".raysweep" / "tune"))
+
+
+def test_resume_refuses_a_driver_on_another_host(in_tmp_cwd):
+    from raysweep.errors import UserError
+    from raysweep.sweep.run import find_resumable
+
+    spec, uri, run_id = unfinished_sweep(in_tmp_cwd, driver="head-node-7:4242:abc/123")
+    with pytest.raises(UserError, match=f"host 'head-node-7' .*resume it there.*{run_id}"):
+        find_resumable(spec, uri)
+    MlflowClient(uri).set_terminated(run_id, "KILLED")  # that driver ended it on its way out
+    assert find_resumable(spec, uri).sweep_id == SWEEP_ID
 
 
 def test_storage_must_be_a_prefix_every_node_reaches(in_tmp_cwd, capsys):
@@ -246,37 +345,42 @@ class FakeTrial(SimpleNamespace):
 @pytest.mark.slow  # MLflow's sqlite store waits 20 s for a lock before it reports one
 def test_mlflow_errors_in_the_callback_are_retried_and_never_fatal(tmp_path, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment, parent = tracking.start_parent_run(uri, "locked", "s1", run_name="s1")
+    sweep = "locked-20261201-000000-abcdef"
+    experiment, parent = tracking.start_parent_run(uri, "locked", sweep, run_name=sweep)
     # on_trial_result alone needs no trial planner (it creates the child run itself).
-    callback = tracking.MLflowTrialCallback(uri, experiment, parent, "s1", {}, planner=None)
+    callback = tracking.MLflowTrialCallback(uri, experiment, parent, sweep, {}, planner=None)
     trial = FakeTrial(trial_id="t1", config={"synthetic_ratio": 0, "augmentation": "none"},
                       checkpoint=None)
-    callback.on_trial_result(0, [], trial, {"epoch": 0, "val_accuracy": 0.25})
-    monkeypatch.setattr(tracking, "TRACKING_ATTEMPTS", 8)
+    callback.on_trial_result(iteration=0, trials=[], trial=trial,
+                             result={"epoch": 0, "val_accuracy": 0.25})
 
-    def lock(seconds: float) -> None:  # another writer holds the sqlite file
+    def lock(seconds: float, held: threading.Event) -> None:  # another writer holds the file
         connection = sqlite3.connect(tmp_path / "mlflow.db")
         connection.execute("BEGIN EXCLUSIVE")
+        held.set()
         time.sleep(seconds)
         connection.rollback()
         connection.close()
 
-    holder = threading.Thread(target=lock, args=(24,))
-    holder.start()
-    time.sleep(0.5)
-    callback.on_trial_result(0, [], trial, {"epoch": 1, "val_accuracy": 0.5})
-    holder.join()
+    def while_locked(seconds: float, result: dict) -> None:
+        held = threading.Event()
+        holder = threading.Thread(target=lock, args=(seconds, held))
+        holder.start()
+        held.wait()  # the lock is taken before the callback writes
+        callback.on_trial_result(iteration=0, trials=[], trial=trial, result=result)
+        holder.join()
+
+    # Held for longer than one attempt waits (20 s), shorter than the budget: retried, recorded.
+    monkeypatch.setattr(tracking, "TRACKING_BUDGET_S", 60.0)
+    while_locked(24, {"epoch": 1, "val_accuracy": 0.5})
     run_id = callback.run_ids["t1"]
     assert MlflowClient(uri).get_run(run_id).data.metrics["val_accuracy"] == 0.5
 
-    # When retries run out, the hook says so and the sweep goes on.
-    monkeypatch.setattr(tracking, "TRACKING_ATTEMPTS", 1)
-    holder = threading.Thread(target=lock, args=(24,))
-    holder.start()
-    time.sleep(0.5)
-    callback.on_trial_result(0, [], trial, {"epoch": 2, "val_accuracy": 0.75})
-    holder.join()
+    # When the budget runs out, the hook says so and the sweep goes on.
+    monkeypatch.setattr(tracking, "TRACKING_BUDGET_S", 1.0)
+    while_locked(24, {"epoch": 2, "val_accuracy": 0.75})
     assert "not recorded" in capsys.readouterr().out
+    assert MlflowClient(uri).get_run(run_id).data.metrics["val_accuracy"] == 0.5
 
 
 @pytest.mark.slow

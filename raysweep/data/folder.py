@@ -8,8 +8,9 @@ error. 16-bit images are scaled to 8 bits, not clipped.
 
 Every image is decoded once, when `validate` (or `run`) first loads the folder, and the arrays
 are cached under `~/.cache/raysweep/datasets/`, keyed by the files' paths, sizes and
-modification times and the load options; trials load the cache instead of decoding again. A
-bad tree fails in one line before any compute starts.
+modification times and the load options; trials load the cache instead of decoding again (a
+cache file that is empty, damaged or of another shape is decoded again and replaced). A bad
+tree fails in one line before any compute starts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -161,10 +163,13 @@ def _decode_cached(tree: dict[str, list[Path]], mode: str, size: int,
     key = hashlib.sha256(json.dumps([mode, size, listing]).encode()).hexdigest()[:24]
     cache = _cache_dir() / f"folder-{key}.npz"
     try:
-        with np.load(cache) as arrays:
-            return arrays["images"], arrays["labels"]
-    except (OSError, ValueError, KeyError):  # absent or unreadable: decode
-        pass
+        with np.load(cache, allow_pickle=False) as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+        if images.dtype == np.uint8 and images.shape == (len(files), size, size, channels) \
+                and labels.shape == (len(files),) and np.issubdtype(labels.dtype, np.integer):
+            return images, labels
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # absent, empty (a crash before the data reached the disk) or damaged: decode
     images = np.empty((len(files), size, size, channels), dtype=np.uint8)
     labels = np.empty(len(files), dtype=np.int64)
     i = 0
@@ -187,7 +192,9 @@ def _cache_dir() -> Path:
 
 
 def _save_atomic(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Best effort: a cache that cannot be written only costs decoding again."""
+    """Best effort: a cache that cannot be written only costs decoding again. The data is on
+    disk (fsync) before the rename, so a crash leaves the old file or the new one, never an
+    empty one under the final name."""
     buffer = io.BytesIO()
     np.savez(buffer, images=images, labels=labels)
     try:
@@ -196,6 +203,8 @@ def _save_atomic(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from raysweep.errors import UserError
-from raysweep.spec import Spec
-
-REMOTE_SCHEMES = ("s3://", "gs://", "abfs://", "hdfs://")
+from raysweep.spec import REMOTE_SCHEME, Spec, check_location
 
 
 def is_remote(path: str) -> bool:
-    return str(path).startswith(REMOTE_SCHEMES)
+    """True for `s3://…`, the only storage every node reaches that raysweep writes (the spec
+    refuses other schemes, which would otherwise pass here and then become local folders)."""
+    return str(path).startswith(REMOTE_SCHEME)
 
 
 def absolute(path: str) -> str:
@@ -29,7 +29,7 @@ def absolute(path: str) -> str:
 def apply_storage(spec: Spec, storage: str | None) -> Spec:
     """Point Tune's storage and the synthetic store under `storage` (from the CLI, else the
     spec), unless the spec sets them itself. Returns a new spec."""
-    storage = (storage or spec.storage or "").rstrip("/")
+    storage = check_location("--storage", (storage or spec.storage or "").rstrip("/"))
     if not storage:
         return spec
     if not is_remote(storage):

@@ -22,6 +22,7 @@ from raysweep.plan.trials import TrialPlan, TrialPlanner, service_name
 from raysweep.plan.yardstick import REAL_PER_CLASS, check_yardstick, yardstick_configs
 from raysweep.spec import Spec
 from raysweep.store import SyntheticStore
+from raysweep.store.budget import check_pool_budget
 from raysweep.synthesis.kinds import SynthesisSource
 from raysweep.training.reference import ReferenceOptions
 
@@ -132,6 +133,11 @@ def build_plan(spec: Spec, num_cpus: float | None = None, num_gpus: float | None
     check_translation(spec, splits)
     check_yardstick(spec, splits)
     pools = planned_pools(spec, len(splits.train))
+    if pools:
+        train = splits.train
+        # Pixels, and for pools made from real images their provenance (mask + saliency).
+        bytes_per_image = train.images[0].nbytes + 2 * train.image_size ** 2 + 24
+        check_pool_budget(len(pools), max(p.count for p in pools), bytes_per_image)
     resources = {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial}
     fixed = {"dataset": spec.dataset.name, "per_class": spec.dataset.per_class,
              "synthesis_mode": spec.synthesis.mode, "epochs": spec.training.epochs,

@@ -17,7 +17,7 @@ from raysweep.errors import UserError
 from raysweep.redaction import redact_uri
 from raysweep.spec import AXES as SPEC_AXES
 from raysweep.spec import NUMERIC_AXES
-from raysweep.tracking import SWEEP_TAG
+from raysweep.tracking import SWEEP_TAG, filter_value
 
 ROLE_TAG = "raysweep.role"
 REAL_PER_CLASS = "real_per_class"  # raysweep.plan.yardstick.REAL_PER_CLASS
@@ -94,7 +94,8 @@ def list_sweeps(tracking_uri: str, experiment: str | None = None) -> pd.DataFram
 
 def load_sweep(tracking_uri: str, sweep_id: str, experiment: str | None = None) -> Sweep:
     """The sweep with this id and its trial runs, one row per trial (params and final metrics)."""
-    runs = _sweep_runs(tracking_uri, f"tags.`{SWEEP_TAG}` = '{sweep_id}'", experiment)
+    runs = _sweep_runs(tracking_uri, f"tags.`{SWEEP_TAG}` = '{filter_value('sweep', sweep_id)}'",
+                       experiment)
     if runs.empty:
         raise UserError(f"no sweep {sweep_id!r} at {redact_uri(tracking_uri)}; list the sweeps with "
                         f"`raysweep ls`")

@@ -5,7 +5,8 @@
     store.append(key, PoolImages(images, labels, seeds)); store.read(key, n)
 
 `store.py` holds the layout and its rules (atomic, ordered, checksummed writes), `backends.py`
-the bytes (local files or S3 objects), `cache_cli.py` what `raysweep cache` prints.
+the bytes (local files or S3 objects), `cache_cli.py` what `raysweep cache` prints and removes,
+`budget.py` the bound on how much one sweep may ask it to hold.
 """
 
 from raysweep.store.backends import UnsafePath

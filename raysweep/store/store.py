@@ -12,15 +12,17 @@ the manifest that lists it. The manifest is replaced only if it is still the ver
 read (a conditional write, under a lock on a local store), so two sweeps appending to one pool
 never lose or reorder each other's shards. The manifest carries its own sha256 and every
 shard's sha256 and image count, all checked on read; shard names are checked against a strict
-pattern before they are used as paths. A shard that is missing, fails its checksum or holds
-another count makes the pool `CorruptPool`; `repair` cuts the manifest back to the last good
-shard so the missing images are generated again.
+pattern before they are used as paths. A shard that is missing, fails its checksum, is no
+readable `.npz`, lacks an array, holds another count, another dtype or image shape than the
+pool's, or labels outside [0, num_classes) makes the pool `CorruptPool`, whatever the damage;
+`repair` cuts the manifest back to the last good shard so the missing images are generated
+again.
 
 A trained generator lives under `generators/<key>/<version>/`, a directory written once and
 never replaced or removed (readers may be loading it). `generators/<key>/meta.json`, written
 last and only if absent, names the version and every file's sha256: the first complete save
 wins, and every reader loads and verifies the same bytes. Loading needs a local directory, so
-an S3 store downloads it into a local cache.
+an S3 store downloads it into a local cache; a cached copy found damaged is downloaded again.
 """
 
 from __future__ import annotations
@@ -31,19 +33,25 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from raysweep.store.backends import TEMP_PREFIX, UnsafePath, check_path, create_backend
+from raysweep.store.backends import (TEMP_PREFIX, Stored, UnsafePath, check_path,
+                                     create_backend, make_temp_dir)
 
 MANIFEST = "manifest.json"
 META = "meta.json"
 # Optional per-image arrays of pools made from real images (see PoolImages).
 _PROVENANCE = ("sources", "masks", "saliency", "source_labels", "weights")
+_ARRAYS = ("images", "labels", "seeds", *_PROVENANCE)
+# What parsing hostile or damaged shard bytes can raise (zip, npy header, truncated data).
+_DECODE_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError,
+                  MemoryError)
 SHARD_NAME = re.compile(r"shard-\d{5,}(-[0-9a-f]{8})?\.npz")
 KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 # Conditional manifest writes that lose a race are retried; this many losses in a row means
@@ -100,6 +108,8 @@ class SyntheticStore:
         self.backend = create_backend(root, cache_dir)
         # A Path for a local store, the s3:// URL otherwise; str(root) rebuilds the store.
         self.root = self.backend.root
+        # Each pool's class count from its meta.json (written once, never changed).
+        self._num_classes: dict[str, int | None] = {}
 
     def check(self) -> None:
         """Cheap proof that the store is reachable and writable, before any compute.
@@ -119,13 +129,28 @@ class SyntheticStore:
         if the generator is absent, CorruptGenerator if a file does not match.
         """
         meta = self.generator_meta(key, area=area)
-        directory = self.backend.download_dir(f"{area}/{_key(key)}/{meta['version']}",
-                                              meta["files"])
+        path = f"{area}/{_key(key)}/{meta['version']}"
+        directory = self.backend.download_dir(path, meta["files"])
         problems = _check_files(directory, meta["files"])
+        if problems:  # a damaged download cache (S3) is fetched again; the store's copy may be fine
+            again = self.backend.refetch_dir(path, meta["files"])
+            if again is not None:
+                directory, problems = again, _check_files(again, meta["files"])
         if problems:
-            raise CorruptGenerator(f"generator {key}: {problems[0]}; delete "
+            raise CorruptGenerator(f"{area[:-1]} {key}: {problems[0]} in "
+                                   f"{self.backend.locate(path)}; delete "
                                    f"{self.backend.locate(f'{area}/{key}')} to train it again")
         return directory
+
+    def verify_generator(self, key: str, *, area: str = "generators") -> list[str]:
+        """Problems of the stored copy of generator `key` (an S3 store's objects, downloaded
+        afresh, not its local cache): files missing or not matching meta.json's sha256s.
+        FileNotFoundError if absent, CorruptGenerator if meta.json is malformed."""
+        meta = self.generator_meta(key, area=area)
+        path = f"{area}/{_key(key)}/{meta['version']}"
+        with self.backend.stored_copy(path, meta["files"]) as directory:
+            return [f"{area[:-1]} {key}: {problem} in {self.backend.locate(path)}"
+                    for problem in _check_files(directory, meta["files"])]
 
     def has_generator(self, key: str, *, area: str = "generators") -> bool:
         try:
@@ -144,9 +169,32 @@ class SyntheticStore:
         files = self.generator_meta(key)["files"]
         return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
-    def generator_keys(self) -> list[str]:
+    def generator_keys(self, area: str = "generators") -> list[str]:
         """Keys of the complete generators (those whose meta.json was written)."""
-        return _keys_with_meta(self.backend.list("generators"))
+        return _keys_with_meta(self.backend.list(area))
+
+    def unreferenced_versions(self, area: str = "generators") -> list[tuple[str, str, Stored]]:
+        """(key, version, newest file's time and total size) of every stored version that no
+        meta.json names: saves interrupted before their meta.json, or that lost to another
+        save and were not removed. Nothing reads them. Keys whose meta.json is unreadable are
+        left out (`cache verify` reports those)."""
+        versions: dict[tuple[str, str], Stored] = {}
+        for path, info in self.backend.stat(area).items():
+            parts = path.split("/")
+            if len(parts) >= 4 and KEY_NAME.fullmatch(parts[1]):
+                seen = versions.get((parts[1], parts[2]), Stored(0.0, 0))
+                versions[(parts[1], parts[2])] = Stored(max(seen.modified, info.modified),
+                                                        seen.size + info.size)
+        named = {}
+        for key in {key for key, _ in versions}:
+            try:
+                named[key] = self.generator_meta(key, area=area)["version"]
+            except FileNotFoundError:
+                named[key] = None
+            except (CorruptGenerator, UnsafePath):
+                continue
+        return sorted((key, version, info) for (key, version), info in versions.items()
+                      if key in named and named[key] != version)
 
     def save_generator(self, key: str, meta: dict, save_fn, *,
                        area: str = "generators") -> tuple[Path, bool]:
@@ -159,7 +207,7 @@ class SyntheticStore:
         version = uuid.uuid4().hex[:12]
         final = self.backend.mirror_dir(f"{base}/{version}")
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=final.parent))
+        tmp = make_temp_dir(final.parent, f"{TEMP_PREFIX}{version}-")
         try:
             save_fn(str(tmp))
             files = {p.relative_to(tmp).as_posix(): _sha256_file(p)
@@ -283,7 +331,7 @@ class SyntheticStore:
         for shard in manifest["shards"]:
             if have >= n:
                 break
-            parts.append(self._read_shard(key, shard))
+            parts.append(self._read_shard(key, shard, parts[0] if parts else None))
             have += shard["count"]
         if not parts:
             return PoolImages(np.zeros((0,), np.uint8), np.zeros((0,), np.int64),
@@ -297,12 +345,13 @@ class SyntheticStore:
     def verify(self, key: str, n: int | None = None) -> list[str]:
         """Problems found in the shards holding the first n images (all when None); empty
         when every one matches its checksum and count."""
-        problems, have = [], 0
+        problems, have, first = [], 0, None
         for shard in self.manifest(key)["shards"]:
             if n is not None and have >= n:
                 break
             try:
-                self._read_shard(key, shard)
+                part = self._read_shard(key, shard, first)
+                first = first or part
             except CorruptPool as error:
                 problems.append(str(error))
             have += shard["count"]
@@ -324,12 +373,13 @@ class SyntheticStore:
         with self.backend.lock(f"pools/{_key(key)}"):
             for _ in range(WRITE_ATTEMPTS):
                 manifest, version = self._manifest_versioned(key)
-                good = []
+                good, first = [], None
                 for shard in manifest["shards"]:
                     try:
-                        self._read_shard(key, shard)
+                        part = self._read_shard(key, shard, first)
                     except CorruptPool:
                         break
+                    first = first or part
                     good.append(shard)
                 if len(good) == len(manifest["shards"]):
                     return manifest["count"]
@@ -344,26 +394,127 @@ class SyntheticStore:
     def pool_keys(self) -> list[str]:
         return _keys_with_meta(self.backend.list("pools"))
 
+    def delete_pool(self, key: str) -> None:
+        """Remove a whole pool: its manifest first (readers then see an empty pool, which the
+        next sweep that needs it fills again), then its shards, meta.json last."""
+        with self.backend.lock(f"pools/{_key(key)}"):
+            self.backend.delete(f"pools/{key}/{MANIFEST}")
+            names = [p for p in self.backend.list(f"pools/{key}") if not p.endswith(f"/{META}")]
+            for path in names:
+                self.backend.delete(path)
+            self.backend.delete(f"pools/{key}/{META}")
+        self.backend.delete_dir(f"pools/{key}")
+        self._num_classes.pop(key, None)
+
     def _manifest_versioned(self, key: str) -> tuple[dict, str | None]:
         data, version = self.backend.read_versioned(f"pools/{_key(key)}/{MANIFEST}")
         if data is None:
             return {"count": 0, "shards": []}, None
         return _parse_manifest(key, data), version
 
-    def _read_shard(self, key: str, shard: dict) -> PoolImages:
+    def _read_shard(self, key: str, shard: dict, like: PoolImages | None = None) -> PoolImages:
+        """A listed shard, checked in full (see the module docstring); `like` is the pool's
+        first shard, whose dtype, image shape and arrays every later one must share."""
         try:
             data = self.backend.read_bytes(f"pools/{key}/{shard['file']}")
         except FileNotFoundError:
             raise CorruptPool(f"pool {key}: {shard['file']} is missing") from None
         if hashlib.sha256(data).hexdigest() != shard["sha256"]:
             raise CorruptPool(f"pool {key}: {shard['file']} does not match its checksum")
-        with np.load(io.BytesIO(data)) as arrays:
-            part = PoolImages(arrays["images"], arrays["labels"], arrays["seeds"],
-                              **{name: arrays[name] for name in _PROVENANCE if name in arrays})
+        part = _decode_shard(key, shard["file"], data)
         if not len(part.images) == len(part.labels) == len(part.seeds) == shard["count"]:
             raise CorruptPool(f"pool {key}: {shard['file']} holds {len(part.labels)} images, "
                               f"its manifest entry says {shard['count']}")
+        problem = _array_problem(part, self._classes(key), like)
+        if problem:
+            raise CorruptPool(f"pool {key}: {shard['file']} {problem}")
         return part
+
+    def _classes(self, key: str) -> int | None:
+        """The pool's class count from meta.json, or None when it names none (labels are then
+        only checked to be >= 0)."""
+        if key not in self._num_classes:
+            try:
+                value = self.pool_meta(key).get("num_classes")
+            except FileNotFoundError:  # not created yet: ask again next time
+                return None
+            except CorruptPool:  # meta.json's own damage is for `cache verify` to report
+                value = None
+            valid = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            self._num_classes[key] = value if valid else None
+        return self._num_classes[key]
+
+
+def _decode_shard(key: str, name: str, data: bytes) -> PoolImages:
+    """The arrays of a shard's bytes; CorruptPool for anything `append` does not write: no zip,
+    a compressed or unknown member (no zip bomb is expanded), no .npy, a missing array."""
+    def bad(reason: str) -> CorruptPool:
+        return CorruptPool(f"pool {key}: {name} {reason}")
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+        if any(m.compress_type != zipfile.ZIP_STORED or m.file_size > len(data)
+               or m.filename.removesuffix(".npy") not in _ARRAYS for m in members):
+            raise bad("holds members raysweep never writes")
+        arrays = np.load(io.BytesIO(data), allow_pickle=False)
+        try:
+            missing = [n for n in ("images", "labels", "seeds") if n not in arrays.files]
+            if missing:
+                raise bad(f"has no {', '.join(missing)} array")
+            return PoolImages(arrays["images"], arrays["labels"], arrays["seeds"],
+                              **{n: arrays[n] for n in _PROVENANCE if n in arrays.files})
+        finally:
+            arrays.close()
+    except _DECODE_ERRORS as error:
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise bad(f"is not a readable shard ({reason})") from None
+
+
+def _array_problem(part: PoolImages, num_classes: int | None,
+                   like: PoolImages | None) -> str | None:
+    """What is wrong with a decoded shard's arrays, or None: uint8 (N, H, W, 1 or 3) images,
+    integer labels in [0, num_classes) and seeds, provenance of the image's height and width,
+    and the same layout as the pool's first shard."""
+    images = part.images
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+        return (f"holds images of dtype {images.dtype} and shape {images.shape}, not uint8 "
+                f"(N, H, W, 1 or 3)")
+    for name in ("labels", "seeds", "sources", "source_labels"):
+        value = getattr(part, name)
+        if value is not None and (value.ndim != 1 or not np.issubdtype(value.dtype, np.integer)):
+            return f"holds {name} of dtype {value.dtype} and shape {value.shape}, not integers (N,)"
+    for name, dtype in (("masks", np.bool_), ("saliency", np.uint8)):
+        value = getattr(part, name)
+        if value is not None and (value.dtype != dtype or value.shape != images.shape[:3]):
+            return (f"holds {name} of dtype {value.dtype} and shape {value.shape}, not "
+                    f"{np.dtype(dtype)} {images.shape[:3]}")
+    for name in ("sources", "source_labels", "weights"):
+        value = getattr(part, name)
+        if value is not None and len(value) != len(images):
+            return f"holds {len(value)} {name} for {len(images)} images"
+    weights = part.weights
+    if weights is not None and (weights.dtype != np.float32 or weights.ndim != 1 or (
+            len(weights) and not (0.0 <= weights.min() and weights.max() <= 1.0))):
+        return f"holds weights of dtype {weights.dtype} outside float32 [0, 1] (N,)"
+    source_labels = part.source_labels
+    if source_labels is not None and len(source_labels) and (
+            source_labels.min() < 0 or (num_classes is not None
+                                        and source_labels.max() >= num_classes)):
+        return f"holds source labels outside [0, {num_classes})"
+    labels = part.labels
+    if len(labels) and (labels.min() < 0 or (num_classes is not None
+                                             and labels.max() >= num_classes)):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        return f"holds labels from {labels.min()} to {labels.max()}, outside {bound}"
+    if like is not None:
+        if images.shape[1:] != like.images.shape[1:]:
+            return (f"holds images of shape {images.shape[1:]}, the pool's first shard "
+                    f"{like.images.shape[1:]}")
+        if [getattr(part, n) is None for n in _PROVENANCE] != \
+                [getattr(like, n) is None for n in _PROVENANCE]:
+            return "holds other provenance arrays than the pool's first shard"
+    return None
 
 
 def _key(key: str) -> str:

@@ -5,6 +5,8 @@ so a caller cannot tell an interrupted sweep from a finished one. `Interruptible
 and SIGTERM for the sweep: it records the signal and, while Tune runs, passes it on through
 SIGUSR1 (Tune's own "stop gracefully" signal, so the experiment state is saved for `--resume`);
 outside Tune it raises `SweepInterrupted` at once. A second signal stops without the grace.
+`SweepInterrupted` is a `BaseException`, like KeyboardInterrupt, so no `except Exception` (a
+retried MLflow call, a never-fatal callback) swallows it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import threading
 
 from mlflow.tracking import MlflowClient
 
-from raysweep.tracking import retrying
+from raysweep.tracking import filter_value, retrying
 
 
-class SweepInterrupted(Exception):
+class SweepInterrupted(BaseException):
     """The sweep was stopped by a signal; `signum` sets the exit code (128 + signum)."""
 
     def __init__(self, signum: int):
@@ -83,10 +85,30 @@ class Interruptible:
 
 def end_sweep_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
                    status: str) -> None:
-    """Give the parent and every child run still RUNNING the sweep's final status."""
-    children = retrying(client.search_runs)(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and "
-                                       f"attributes.status = 'RUNNING'", max_results=10000)
+    """Give every child run still RUNNING, then the parent, the sweep's final status.
+
+    The parent is ended even when the children cannot be (a child MLflow refuses, a store that
+    went away: after the first failure the remaining children are not tried, each would wait
+    out its own retries); the first error is raised once the parent was tried.
+    """
+    errors = []
+    try:
+        children = retrying(client.search_runs)(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{filter_value('run', parent_run_id)}' "
+                          f"and attributes.status = 'RUNNING'", max_results=10000)
+    except Exception as error:
+        errors.append(error)
+        children = []
     for run in children:
-        retrying(client.set_terminated)(run.info.run_id, status)
-    retrying(client.set_terminated)(parent_run_id, status)
+        try:
+            retrying(client.set_terminated)(run.info.run_id, status)
+        except Exception as error:
+            errors.append(error)
+            break
+    try:
+        retrying(client.set_terminated)(parent_run_id, status)
+    except Exception as error:
+        errors.append(error)
+    if errors:
+        raise errors[0]

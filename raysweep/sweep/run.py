@@ -2,12 +2,14 @@
 
 Everything that can be wrong with the input is found by `build_plan` before Ray starts. How
 the sweep ends (FINISHED, FAILED, KILLED) is `lifecycle.py`'s; `--resume` restores Tune's
-state from the storage path tagged on the sweep's parent run.
+state from the spec's own storage path, once the sweep's driver is gone.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 import tempfile
 import time
 import uuid
@@ -22,7 +24,7 @@ from raysweep.deploy.cluster import worker_env
 from raysweep.deploy.storage import absolute, artifact_location
 from raysweep.errors import UserError
 from raysweep.plan import Plan, TrialPlanner, proposer, scheduler
-from raysweep.redaction import redact_uri
+from raysweep.redaction import redact_text, redact_uri
 from raysweep.spec import spec_to_yaml
 from raysweep.store import SyntheticStore
 from raysweep.sweep.gate import DataGate
@@ -30,12 +32,12 @@ from raysweep.sweep.lifecycle import Interruptible, SweepInterrupted, end_sweep_
 from raysweep.sweep.progress import PoolProgress, TrialProgress
 from raysweep.sweep.services import ServicesView, SynthesisWatch
 from raysweep.sweep.synthesis import SweepSynthesis
-from raysweep.tracking import (SWEEP_TAG, MLflowTrialCallback, latest_unfinished_sweep,
-                               log_params, start_parent_run)
+from raysweep.tracking import (DRIVER_TAG, SWEEP_TAG, MLflowTrialCallback, driver_alive,
+                               latest_unfinished_sweep, log_params, start_parent_run)
 from raysweep.trial import train_fn
 
-# The parent run's tag for Tune's storage path, so `--resume` finds the sweep's state even
-# when the spec's defaults have changed since.
+# The parent run's tag for Tune's storage path: `--resume` resumes only from the spec's own
+# storage, and says so when the sweep kept its state elsewhere (--storage given then, not now).
 STORAGE_TAG = "raysweep.tune_storage"
 
 
@@ -72,19 +74,58 @@ def new_sweep_id(spec) -> str:
 
 
 def find_resumable(spec, tracking_uri: str) -> Resumable:
-    """The latest unfinished sweep of the spec's experiment that Tune can restore; one-line
-    UserError when there is none (checked before Ray starts)."""
-    run = latest_unfinished_sweep(tracking_uri, spec.experiment_name())
+    """The latest unfinished sweep of the spec's experiment, restored from the spec's own Tune
+    storage (`tune.storage_path`, which --storage sets); one-line UserError, before Ray starts,
+    when there is none, when its id is not one this spec makes, when it kept its state
+    elsewhere, or when its driver may still be running.
+
+    Nothing the parent run's tags say is used as a path: `Tuner.restore` unpickles the
+    `tuner.pkl` it finds, and anyone who reaches the tracking server can tag a run.
+    """
+    experiment = spec.experiment_name()
+    run = latest_unfinished_sweep(tracking_uri, experiment)
     fix = "run without --resume to start a new sweep"
     if run is None:
-        raise UserError(f"--resume: experiment {spec.experiment_name()!r} at {redact_uri(tracking_uri)} "
+        raise UserError(f"--resume: experiment {experiment!r} at {redact_uri(tracking_uri)} "
                         f"has no unfinished sweep; {fix}")
     tags = run.data.tags
-    found = Resumable(tags[SWEEP_TAG], tags.get(STORAGE_TAG, absolute(spec.tune.storage_path)))
+    sweep_id = tags.get(SWEEP_TAG, "")
+    # new_sweep_id's shape, with the spec's name (SAFE_NAME) in front: no '/', '..' or quote.
+    if not re.fullmatch(rf"{re.escape(spec.name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{6}}", sweep_id):
+        raise UserError(f"--resume: the latest unfinished sweep of {experiment!r} has id "
+                        f"{sweep_id[:100]!r}, not one raysweep makes for spec {spec.name!r}; {fix}")
+    storage = absolute(spec.tune.storage_path)
+    tagged = tags.get(STORAGE_TAG, storage)
+    if tagged != storage:
+        raise UserError(f"--resume: sweep {sweep_id} kept its Tune state in {tagged[:200]!r}, not "
+                        f"in this spec's tune.storage_path {storage!r}; if that storage is yours, "
+                        f"resume with --storage or --set tune.storage_path pointing there")
+    _check_driver_gone(sweep_id, run.info.run_id, tags.get(DRIVER_TAG, ""),
+                       running=run.info.status == "RUNNING")
+    found = Resumable(sweep_id, storage)
     if not tune.Tuner.can_restore(found.tune_path):
-        raise UserError(f"--resume: sweep {found.sweep_id} left no Tune state at {found.tune_path}; "
+        raise UserError(f"--resume: sweep {sweep_id} left no Tune state at {found.tune_path}; "
                         f"{fix}")
     return found
+
+
+def _check_driver_gone(sweep_id: str, run_id: str, tag: str, running: bool) -> None:
+    """UserError when the sweep's driver may still run: two drivers must never share one Tune
+    directory. A live driver on this host is refused whatever MLflow says (another --resume
+    may have just taken the sweep over); one on another host only while the run is RUNNING (a
+    driver that ended marked it KILLED or FAILED on its way out)."""
+    alive = driver_alive(tag)
+    if alive is False or (alive is None and not running):
+        return
+    host, _, rest = tag.partition(":")
+    pid = rest.partition(":")[0]
+    if alive:
+        raise UserError(f"--resume: sweep {sweep_id} is still running (its driver, pid {pid}, is "
+                        f"alive on this host); wait for it, or stop it (Ctrl-C) and resume then")
+    raise UserError(f"--resume: sweep {sweep_id} is RUNNING in MLflow and its driver ran on "
+                    f"host {host[:100]!r} (pid {pid[:20]}), where this host cannot tell whether it "
+                    f"is alive; resume it there, or if that machine is gone end its run first "
+                    f"(MlflowClient().set_terminated({run_id!r}, 'KILLED'))")
 
 
 def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
@@ -147,8 +188,17 @@ def run_sweep(plan: Plan, tracking_uri: str, address: str | None = None,
             raise
         finally:
             interrupt.in_tune = False
+            original = sys.exc_info()[1]
             try:
                 end_sweep_runs(client, experiment_id, parent_run_id, status)
+            except Exception as error:
+                if original is None:
+                    raise
+                # The sweep's own error is the one to show; this one only means MLflow may
+                # still list some of its runs as RUNNING.
+                first_line = (str(error).splitlines() or [type(error).__name__])[0]
+                log(f"MLflow: could not mark the sweep's runs {status} "
+                    f"({redact_text(first_line, [tracking_uri])})")
             finally:
                 if owns_ray:
                     ray.shutdown()

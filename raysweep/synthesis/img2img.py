@@ -59,13 +59,14 @@ def label_weight(variation: Variation, gamma: float) -> float:
 
 
 def img2img_pool_fields(generator: str, generator_key: str, weights_sha256: str,
-                        img2img_config: dict, train_fingerprint: str, seed: int,
-                        variation: Variation, gamma: float) -> dict:
+                        img2img_config: dict, train_fingerprint: str, num_classes: int,
+                        seed: int, variation: Variation, gamma: float) -> dict:
     """Everything an img2img pool's images and labels depend on (its key hashes this; `cache
     ls` shows it)."""
     fields = {"kind": "img2img", "generator": generator, "generator_key": generator_key,
               "weights": weights_sha256, "img2img_config": img2img_config,
-              "train_fingerprint": train_fingerprint, "seed": int(seed),
+              "train_fingerprint": train_fingerprint, "num_classes": num_classes,
+              "seed": int(seed),
               "strength": variation.strength, "translation": variation.translation,
               "order": "source = classes interleaved; variant = i // n_train; other: target = "
                        "(c + 1 + (k + v + seed) mod (K - 1)) mod K",

@@ -49,11 +49,12 @@ def inpaint_order(labels: np.ndarray, seed: int, start: int, stop: int
 
 def inpaint_pool_fields(generator: str, generator_key: str, weights_sha256: str,
                         inpaint_config: dict, masking: Masking, train_fingerprint: str,
-                        seed: int, mask: Mask) -> dict:
+                        num_classes: int, seed: int, mask: Mask) -> dict:
     """Everything an inpainted pool's images depend on (its key hashes this; `cache ls` shows it)."""
     return {"kind": "inpaint", "generator": generator, "generator_key": generator_key,
             "weights": weights_sha256, "inpaint_config": inpaint_config, **masking.fields(),
-            "train_fingerprint": train_fingerprint, "seed": int(seed),
+            "train_fingerprint": train_fingerprint, "num_classes": num_classes,
+            "seed": int(seed),
             "mask_fraction": mask.fraction, "mask_region": mask.region,
             "order": "source = classes interleaved; variant = i // n_train",
             "image_seeds": IMAGE_SEEDS}

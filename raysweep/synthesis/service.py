@@ -265,13 +265,13 @@ class SynthesisService:
         for pool in self.planned:
             if pool.mask is not None:
                 fields = inpaint_pool_fields(setup.generator, key, weights, inpaint_config,
-                                             setup.masking, self.train.fingerprint(), pool.seed,
-                                             pool.mask)
+                                             setup.masking, self.train.fingerprint(),
+                                             self.train.num_classes, pool.seed, pool.mask)
                 pool_state = _Pool(inpaint_pool_key(fields), fields)
             elif pool.variation is not None:
                 fields = img2img_pool_fields(setup.generator, key, weights, img2img_config,
-                                             self.train.fingerprint(), pool.seed,
-                                             pool.variation, setup.soft_label_gamma)
+                                             self.train.fingerprint(), self.train.num_classes,
+                                             pool.seed, pool.variation, setup.soft_label_gamma)
                 pool_state = _Pool(img2img_pool_key(fields), fields)
             else:
                 fields = (setup.generator, key, weights, self.train.num_classes, pool.seed)
