@@ -457,3 +457,12 @@ def test_a_damaged_dataset_cache_is_decoded_again(tmp_path, monkeypatch, damage)
     assert (again.images == first.images).all() and (again.labels == first.labels).all()
     with np.load(cache) as arrays:  # replaced by a good one
         assert arrays["images"].shape == first.images.shape
+
+
+def test_options_for_generators_the_sweep_does_not_use_are_checked(write_spec, capsys):
+    """An `options_by_name` entry no augmentation value names yet is still a known generator
+    with options its constructor takes."""
+    unknown = {**GOOD, "generator": {"name": "ddpm", "options_by_name": {"vea": {}}}}
+    expect_error(write_spec(unknown), capsys, "options_by_name", "'vea'", "known:")
+    typo = {**GOOD, "generator": {"name": "ddpm", "options_by_name": {"vae": {"stepz": 3}}}}
+    expect_error(write_spec(typo), capsys, "options_by_name.vae", "stepz", "known options")

@@ -31,6 +31,7 @@ def check_names(spec: Spec) -> None:
             raise UserError(f"sweep.augmentation: {source.family} asks generator "
                             f"{source.generator!r}, which cannot {source.family}; "
                             f"{fix[source.family]}")
+    check_options_by_name(spec)
     check_masks(spec)
     check_variations(spec)
     for name in axes["backbone"].candidates():
@@ -43,6 +44,24 @@ def check_names(spec: Spec) -> None:
         raise UserError("sweep.seed: each seed needs its own synthetic pool, made before trials "
                         "start; give seeds as a list, e.g. seed: [0, 1, 2]")
     check_quality(spec)
+
+
+def check_options_by_name(spec: Spec) -> None:
+    """`generator.options_by_name` entries the sweep does not use are still checked: a known
+    generator, and options its constructor takes (an entry is a typo waiting for the day an
+    augmentation value names it)."""
+    from raysweep.generators import generator_class, list_generators
+
+    for name, options in spec.generator.options_by_name.items():
+        if name not in list_generators():
+            raise UserError(f"generator.options_by_name: unknown generator {name!r}; known: "
+                            f"{', '.join(list_generators())}")
+        try:
+            inspect.signature(generator_class(name)).bind(**options)
+        except TypeError as error:
+            raise UserError(f"generator.options_by_name.{name}: {error}; known options: "
+                            f"{', '.join(inspect.signature(generator_class(name)).parameters)}"
+                            ) from None
 
 
 def check_quality(spec: Spec) -> None:

@@ -17,6 +17,7 @@ from typing import Callable
 
 import ray
 from mlflow.tracking import MlflowClient
+from ray.exceptions import GetTimeoutError, RayError
 
 from raysweep.data import ImageDataset
 from raysweep.figures import sample_grid
@@ -29,8 +30,8 @@ from raysweep.sweep.services import ServicesView
 from raysweep.synthesis.actors import CALL_TIMEOUT_S
 from raysweep.synthesis.identity import PoolId
 from raysweep.synthesis.inpaint import Masking
-from raysweep.synthesis.service import (CHUNK_TIMEOUT_S, SourceSetup, SynthesisFailed,
-                                        start_service)
+from raysweep.synthesis.service import (CHUNK_TIMEOUT_S, LOAD_TIMEOUT_S, SourceSetup,
+                                        SynthesisFailed, one_line, start_service)
 from raysweep.training.reference import (ReferenceOptions, ensure_reference_classifier,
                                          near_chance, reference_key)
 
@@ -106,7 +107,7 @@ class SweepSynthesis:
         """Staged order: every planned pool filled to its planned size, then the actors go."""
         plan = self.plan
         if self.reference is not None:
-            ray.get(self.reference)
+            _get(self.reference, LOAD_TIMEOUT_S, "the reference classifier's training")
         chunks = sum(-(-p.count // plan.spec.synthesis.chunk_size) for p in plan.pools)
         refs = [self.services[p.pool.source].ensure.remote(p.pool, p.count, "plan")
                 for p in plan.pools]
@@ -120,15 +121,15 @@ class SweepSynthesis:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
             progress.show()
         progress.close()
-        for request, status in zip(plan.pools, ray.get(refs)):
+        for request, status in zip(plan.pools, _get(refs, CALL_TIMEOUT_S, "the pools")):
             self.log(f"pool {status['key']} ({request.pool.describe()}): {status['count']} "
                      f"images ({status['generated']} generated, {status['reused']} reused)")
         self.release()
 
     def release(self) -> None:
         """Stop every generator actor; their GPUs and memory go to the trials."""
-        released = ray.get([s.release_actors.remote() for s in self.services.values()],
-                           timeout=CALL_TIMEOUT_S)
+        released = _get([s.release_actors.remote() for s in self.services.values()],
+                        CALL_TIMEOUT_S, "releasing the generator actors")
         if sum(released):
             self.log(f"released {sum(released)} generator actor(s) and their resources")
 
@@ -149,10 +150,11 @@ class SweepSynthesis:
             raise SynthesisFailed(error)
         if self.services:
             self.release()
-        reference = ray.get(self.reference) if self.reference is not None else None
+        reference = None if self.reference is None else \
+            _get(self.reference, LOAD_TIMEOUT_S, "the reference classifier's training")
         if reference is not None:
             self._log_reference(client, run_id, reference)
-        stats = {name: ray.get(s.stats.remote(), timeout=CALL_TIMEOUT_S)
+        stats = {name: _get(s.stats.remote(), CALL_TIMEOUT_S, f"source {name}'s stats")
                  for name, s in self.services.items()}
         self._log_costs(client, run_id, stats)
         pools = {pool: key for stat in stats.values() for pool, key in stat["keys"].items()
@@ -215,6 +217,17 @@ class SweepSynthesis:
                          "inception-v3" if inception else "reference-classifier")
         judge_pools(client, run_id, self.store, pools, plan.splits, features,
                     plan.spec.synthesis.quality_epochs, log=self.log)
+
+
+def _get(refs, timeout_s: float, what: str):
+    """`ray.get` with a bound; past it, or when the task failed, one line naming what."""
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except GetTimeoutError:
+        raise SynthesisFailed(f"{what} did not answer within {timeout_s:g}s; see the sweep's "
+                              f"log") from None
+    except RayError as error:
+        raise SynthesisFailed(f"{what} failed: {one_line(error)}") from None
 
 
 def _log_pool_grids(client: MlflowClient, run_id: str, store: SyntheticStore,

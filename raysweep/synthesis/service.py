@@ -144,7 +144,7 @@ class SynthesisService:
             await self._find_keys()
             await self._fill()
         except Exception as error:  # noqa: BLE001 - every failure ends the service's work
-            self.state, self.error = "failed", _one_line(error)
+            self.state, self.error = "failed", one_line(error)
             self._say(f"{self.setup.source}: {self.error}")
             await self._notify()
 
@@ -332,7 +332,7 @@ class SynthesisService:
                                   f"{resources} free") from None
         except RayError as error:
             raise SynthesisFailed(f"generator {self.setup.generator}: an actor failed to start "
-                                  f"{ACTOR_RESTARTS + 1} times ({_one_line(error)})") from None
+                                  f"{ACTOR_RESTARTS + 1} times ({one_line(error)})") from None
 
     async def _wait_for_reference(self) -> None:
         """An inpainting source's masks come from the sweep's reference classifier, which the
@@ -423,7 +423,7 @@ class SynthesisService:
         except RayError as error:
             raise SynthesisFailed(
                 f"pool {key}: a {self.setup.source} actor failed {ACTOR_RESTARTS + 1} times "
-                f"while generating ({_one_line(error)}); if it ran out of memory, lower "
+                f"while generating ({one_line(error)}); if it ran out of memory, lower "
                 f"synthesis.chunk_size or give actors more memory") from None
         added = 0
         for (start, stop), order, images in zip(chunks, orders, results):
@@ -481,7 +481,7 @@ def start_service(setup: SourceSetup, pools: list[PoolId], store: SyntheticStore
     return service
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     """The most specific one-line cause Ray gives for a failure."""
     if isinstance(error, SynthesisFailed):
         return str(error)
