@@ -26,7 +26,7 @@ def _ray_importable() -> bool:
 NEEDS_RAY = ["test_autoscaler.py", "test_cluster_config.py", "test_cluster_sweep.py",
              "test_gate.py", "test_mlflow_ui.py", "test_report.py", "test_search_spaces.py",
              "test_sweep_end_to_end.py", "test_synthesis_actors.py", "test_trial_plan.py",
-             "test_sweep_lifecycle.py", "test_yardstick.py"]
+             "test_sweep_lifecycle.py", "test_tracking_errors.py", "test_yardstick.py"]
 if not _ray_importable():
     collect_ignore = NEEDS_RAY
 

@@ -227,13 +227,13 @@ def _tuner(plan: Plan, planner: TrialPlanner, sweep_id: str, storage_path: str,
                                     plan.resources)
     # A fixed list of configs is complete: Tune gets no space to resolve.
     space = {} if plan.configs is not None else plan.param_space
+    # Tune keeps one trial pending at a time for a searcher it does not know; the gate hands
+    # out only trials whose data exists, so let as many wait for a slot as could run at once.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, min(plan.trial_count, 64))))
     if resume:
         return tune.Tuner.restore(resume.tune_path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True, param_space=space)
     fixed = plan.configs is not None
-    # Tune keeps one trial pending at a time for a searcher it does not know; the gate hands
-    # out only trials whose data exists, so let as many wait for a slot as could run at once.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, min(plan.trial_count, 64))))
     gate = DataGate(proposer(spec, plan.configs), planner, total=plan.trial_count,
                     lookahead=plan.trial_count if fixed else 1 + len(plan.extra),
                     reference_key=reference_key, extra=plan.extra)
