@@ -224,7 +224,7 @@ def plain_diffusers_rate(args: argparse.Namespace, config: dict, model_dir: str,
         call()
     sync()
     rate = batch * config["repeats"] / (time.perf_counter() - start)
-    del pipe
+    call = pipe = None  # free the pipeline before the next one loads
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     return rate

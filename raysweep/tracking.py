@@ -30,12 +30,15 @@ from ray.tune import Callback
 from raysweep.errors import UserError
 from raysweep.plan.trials import TrialPlanner
 from raysweep.redaction import RedactingFilter, redact_text
+from raysweep.trial import NODE_RESULT
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_TAG = "raysweep.trial_id"
 SWEEP_TAG = "raysweep.sweep"
 # `host:pid:start` of the process driving the sweep, so `--resume` can tell a live driver.
 DRIVER_TAG = "raysweep.driver"
+# The Ray node that ran a trial (the latest, when a retry moved it).
+NODE_TAG = "raysweep.node"
 REPORTED_METRICS = ("epoch", "train_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
                     "train_seconds", "train_images", "real_images_used", "synthetic_images_used",
                     "synthetic_images_generated_for_trial", "synthetic_images_reused",
@@ -219,6 +222,7 @@ class MLflowTrialCallback(Callback):
         self.planner = planner
         self.varying = varying
         self.run_ids: dict[str, str] = {}
+        self.nodes: dict[str, str] = {}
 
     @property
     def client(self) -> MlflowClient:
@@ -259,6 +263,10 @@ class MLflowTrialCallback(Callback):
                    if (key in REPORTED_METRICS or key.startswith("test_"))
                    and isinstance(value, (int, float))]
         self.client.log_batch(run_id, metrics=metrics)
+        node = result.get(NODE_RESULT)
+        if node and self.nodes.get(trial.trial_id) != node:
+            self.client.set_tag(run_id, NODE_TAG, node)
+            self.nodes[trial.trial_id] = node
 
     @never_fatal
     def on_trial_complete(self, iteration, trials, trial, **info):

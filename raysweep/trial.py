@@ -32,6 +32,9 @@ from raysweep.training.device import resolve_device
 from raysweep.training.loop import FinalEvaluation, TrialData, train_classifier
 from raysweep.training.artifacts import write_trial_artifacts
 
+# The result key naming the Ray node a trial ran on (the tracking callback tags its run).
+NODE_RESULT = "ray_node_id"
+
 
 def write_gallery(directory: Path, plan, pool, train) -> None:
     """What a trial's synthetic images were made from, two sources per class: inpainted
@@ -92,7 +95,9 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     cost = {"synthetic_images_generated_for_trial": int(synthesis["generated"]),
             "synthetic_images_reused": int(synthesis["reused"]),
             "synthetic_images_rejected": rejected,
-            "synthetic_wait_seconds": float(synthesis["waited"])}
+            "synthetic_wait_seconds": float(synthesis["waited"]),
+            # Which node ran the trial (MLflow tags the run with it; a retried trial moves).
+            NODE_RESULT: ray.get_runtime_context().get_node_id()}
 
     # 2. Resume from Tune's checkpoint when the trial restarts.
     resume = None

@@ -1,8 +1,8 @@
 """A sweep on a multi-node Ray cluster (ray.cluster_utils.Cluster, logical GPUs), with Tune's
 storage, the synthetic store and MLflow's artifacts under one S3 prefix (`--storage`) and MLflow
 as a server, all on loopback: the shape of `ray up cluster.yaml` followed by `raysweep run SPEC
---address auto --storage s3://…`. The GPU node running the trials is removed mid-sweep, and its
-trials finish on a node that joined later, from their checkpoints on S3."""
+--address auto --storage s3://…`. A GPU node is removed while a trial runs on it, and that trial
+is retried on the other node, with Tune's state on S3."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ray.cluster_utils import Cluster
 
 from raysweep.cli import main
 from raysweep.store.store import SyntheticStore
+from raysweep.tracking import NODE_TAG
 
 SPEC = """
 name: cluster
@@ -72,22 +73,22 @@ def mlflow_server(tmp_path, bucket, endpoint, monkeypatch):
     process.wait(timeout=30)
 
 
-def remove_node_while_trials_run(cluster: Cluster, node, tracking_uri: str,
+def remove_node_while_trials_run(cluster: Cluster, nodes: list, tracking_uri: str,
                                  done: threading.Event, removed: list) -> None:
-    """Once three trials run (0.5 GPU each, on two one-GPU nodes beside 0.5 GPU of actors, so
-    each node holds at least one), remove `node`: its trials must finish on the other."""
+    """Once a trial has logged an epoch (of eight) on one of `nodes`, remove that node: the
+    trial was cut off and must finish on the other. MLflow tags each run with its node."""
     client = MlflowClient(tracking_uri)
+    by_id = {node.node_id: node for node in nodes}
     while not done.is_set():
         experiment = client.get_experiment_by_name("cluster")
-        running = experiment and [
-            r for r in client.search_runs([experiment.experiment_id],
-                                          "attributes.status = 'RUNNING'")
-            if "mlflow.parentRunId" in r.data.tags
-            and client.get_metric_history(r.info.run_id, "epoch")]
-        if running and len(running) >= 3:
-            cluster.remove_node(node)
-            removed.append(len(running))
-            return
+        for run in client.search_runs([experiment.experiment_id],
+                                      "attributes.status = 'RUNNING'") if experiment else []:
+            node = by_id.get(run.data.tags.get(NODE_TAG))
+            epochs = client.get_metric_history(run.info.run_id, "epoch")
+            if node is not None and epochs and max(m.value for m in epochs) <= 4:
+                cluster.remove_node(node)
+                removed.append((run.info.run_id, node.node_id))
+                return
         time.sleep(0.5)
 
 
@@ -96,12 +97,11 @@ def test_sweep_on_two_nodes_survives_losing_a_node(in_tmp_cwd, bucket, mlflow_se
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     # Two "GPU workers" with one logical GPU each (nodes are added from the main thread:
     # starting one installs signal handlers).
-    lost = cluster.add_node(num_cpus=2, num_gpus=1)
-    cluster.add_node(num_cpus=2, num_gpus=1)
+    workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     done, removed = threading.Event(), []
     watcher = threading.Thread(target=remove_node_while_trials_run,
-                               args=(cluster, lost, mlflow_server, done, removed))
+                               args=(cluster, workers, mlflow_server, done, removed))
     watcher.start()
     try:
         spec = in_tmp_cwd / "cluster.yaml"
@@ -129,6 +129,10 @@ def test_sweep_on_two_nodes_survives_losing_a_node(in_tmp_cwd, bucket, mlflow_se
     assert len(runs) == 5 and set(runs["status"]) == {"FINISHED"}
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert all(children["metrics.epoch"] == 8)
+    # The trial cut off with its node finished on the other one.
+    (cut_run, lost_node), = removed
+    finished_on = children.set_index("run_id").loc[cut_run, f"tags.{NODE_TAG}"]
+    assert finished_on in {w.node_id for w in workers} - {lost_node}
     assert all(children["artifact_uri"].str.startswith(f"s3://{bucket}/raysweep/mlflow"))
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
         Bucket=bucket, Prefix="raysweep/mlflow/").get("Contents", [])]

@@ -258,7 +258,7 @@ def test_trial_plan_names_the_inpainted_pool(write_spec):
         for r in ("background", "random")}
 
 
-def test_sd_inpaint_repaints_saliency_masks_with_the_class_prompt(inpaint_dir, tmp_path,
+def test_sd_inpaint_repaints_saliency_masks_with_the_class_prompt(inpaint_dir, tmp_path,  # noqa: F811
                                                                  write_spec, capsys):
     """The Stable Diffusion path (a tiny pipeline through from_pretrained): masks from a
     reference classifier, the pipeline's repaint pasted back through them."""

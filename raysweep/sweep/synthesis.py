@@ -121,9 +121,7 @@ class SweepSynthesis:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
             progress.show()
         progress.close()
-        for request, status in zip(plan.pools, _get(refs, CALL_TIMEOUT_S, "the pools")):
-            self.log(f"pool {status['key']} ({request.pool.describe()}): {status['count']} "
-                     f"images ({status['generated']} generated, {status['reused']} reused)")
+        _get(refs, CALL_TIMEOUT_S, "the pools")
         self.release()
 
     def release(self) -> None:
@@ -157,8 +155,16 @@ class SweepSynthesis:
         stats = {name: _get(s.stats.remote(), CALL_TIMEOUT_S, f"source {name}'s stats")
                  for name, s in self.services.items()}
         self._log_costs(client, run_id, stats)
-        pools = {pool: key for stat in stats.values() for pool, key in stat["keys"].items()
-                 if self.store.count(key) > 0}
+        pools = {}
+        for stat in stats.values():
+            for pool, key in sorted(stat["keys"].items(), key=lambda item: item[0].sort_key()):
+                stored = self.store.count(key)
+                if stored == 0:
+                    continue
+                pools[pool] = key
+                generated = stat["generated"].get(pool, 0)
+                self.log(f"pool {key} ({pool.describe()}): {stored} images ({generated} "
+                         f"generated, {stored - generated} reused)")
         _log_pool_grids(client, run_id, self.store, pools, self.plan)
         if pools and self.plan.spec.synthesis.quality_epochs > 0:
             self._judge(client, run_id, pools)
