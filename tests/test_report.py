@@ -95,6 +95,24 @@ def test_categorical_axis_compares_each_augmentation_with_none(uri, tmp_path):
     assert (tmp_path / "r" / "paired_augmentation.png").stat().st_size > 1000
 
 
+def test_a_synthesis_axis_is_compared_only_where_trials_read_synthetic_images(uri, tmp_path):
+    """Real-only trials are every strength's baseline: the ratio axis pairs each strength
+    against them, and the strength axis shows no ratio-0 context (it would repeat them)."""
+    gain = {0.25: 0.01, 0.75: 0.03}
+    trials = [{"synthetic_ratio": 0.0, "strength": 0.25, "seed": s,
+               "metrics": {METRIC: 0.8 + SEED_OFFSET[s]}} for s in (0, 1, 2)]
+    trials += [{"synthetic_ratio": 1.0, "strength": g, "seed": s,
+                "metrics": {METRIC: 0.8 + SEED_OFFSET[s] + gain[g] + JITTER[s]}}
+               for g in gain for s in (0, 1, 2)]
+    sweep_id = record_sweep(uri, "img2img", trials)
+    report = build_report(load_sweep(uri, sweep_id), METRIC, tmp_path / "r")
+    strength = report.summary[report.summary["axis"] == "strength"]
+    assert list(strength["context"]) == ["synthetic_ratio=1.0"] * 2
+    assert list(strength["value"]) == [0.25, 0.75] and all(strength["n"] == 3)
+    ratio = report.paired[report.paired["axis"] == "synthetic_ratio"].set_index("context")
+    assert ratio.loc["strength=0.75", "diff"] == pytest.approx(0.03 + np.mean(list(JITTER.values())))
+
+
 def test_optuna_search_ranks_trials_and_axes(uri, tmp_path, capsys):
     rng = np.random.default_rng(0)
     trials = []

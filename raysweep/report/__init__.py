@@ -22,6 +22,7 @@ from raysweep.report.runs import Sweep, latest_sweep_id, list_sweeps, load_sweep
 from raysweep.report.stats import (MIN_SEEDS, best_trials, by_axis, generation_cost,
                                    paired_differences, share_baseline)
 from raysweep.report.yardstick import real_curve, real_equivalents
+from raysweep.spec import SYNTHESIS_AXES
 
 __all__ = ["Report", "build_report", "latest_sweep_id", "list_sweeps", "load_sweep"]
 
@@ -72,8 +73,11 @@ def build_report(sweep: Sweep, metric: str, figures_dir: Path) -> Report:
     summaries, pairs, figures = [], [], []
     for axis in axes:
         others = [a for a in axes if a != axis]
-        summary = by_axis(trials, axis, others, metric)
-        paired = paired_differences(trials, axis, others, metric)
+        # At ratio 0 a synthesis axis changes nothing: its rows there would repeat the baseline.
+        rows = trials[trials["synthetic_ratio"] != 0] \
+            if axis in SYNTHESIS_AXES and "synthetic_ratio" in others else trials
+        summary = by_axis(rows, axis, others, metric)
+        paired = paired_differences(rows, axis, others, metric)
         summaries.append(summary)
         pairs.append(paired)
         if sweep.search_alg == "grid":
