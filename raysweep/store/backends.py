@@ -136,7 +136,30 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "raysweep"
 
 
-class LocalBackend:
+class Listing:
+    """What both backends answer from one scan of a prefix (`_scan`): the objects raysweep
+    wrote, and the strays it did not."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Paths of all objects under `prefix`, relative to the store root: names raysweep
+        writes. Temp, lock and hidden files, links, folder markers and odd or hostile names are
+        left out (`strays` and `leftovers` report them)."""
+        return sorted(self.stat(prefix))
+
+    def stat(self, prefix: str) -> dict[str, Stored]:
+        """`list(prefix)` with each object's modification time and size."""
+        return self._scan(prefix)[0]
+
+    def strays(self, prefix: str) -> list[Stray]:
+        """What lies under `prefix` that raysweep did not write (links, odd names); never
+        used as paths."""
+        return self._scan(prefix)[1]
+
+    def _scan(self, prefix: str) -> tuple[dict[str, Stored], list[Stray]]:
+        raise NotImplementedError
+
+
+class LocalBackend(Listing):
     """Objects are files under a local directory; writes go through a temp file and a rename."""
 
     def __init__(self, root: str | os.PathLike):
@@ -195,20 +218,6 @@ class LocalBackend:
 
     def exists(self, path: str) -> bool:
         return self.locate(path).is_file()
-
-    def list(self, prefix: str) -> list[str]:
-        """Paths of all objects under `prefix`, relative to the root: regular files with names
-        raysweep writes. Temp, lock and other hidden files, links and odd names are left out
-        (`strays` and `leftovers` report them)."""
-        return sorted(self.stat(prefix))
-
-    def stat(self, prefix: str) -> dict[str, Stored]:
-        """`list(prefix)` with each object's modification time and size."""
-        return self._scan(prefix)[0]
-
-    def strays(self, prefix: str) -> list[Stray]:
-        """What lies under `prefix` that raysweep did not write: links, odd names."""
-        return self._scan(prefix)[1]
 
     def _scan(self, prefix: str) -> tuple[dict[str, Stored], list[Stray]]:
         base = self.locate(prefix)
@@ -285,7 +294,7 @@ class LocalBackend:
         yield self.download_dir(path, files)
 
 
-class S3Backend:
+class S3Backend(Listing):
     """Objects under `s3://bucket/prefix`, through boto3.
 
     The endpoint, region and credentials come from boto3's own configuration: environment
@@ -391,19 +400,6 @@ class S3Backend:
                 return False
             raise
         return True
-
-    def list(self, prefix: str) -> list[str]:
-        """Paths of all objects under `prefix`, relative to the store root; keys raysweep does
-        not write (a folder marker, an odd or hostile name) are left out (`strays`)."""
-        return sorted(self.stat(prefix))
-
-    def stat(self, prefix: str) -> dict[str, Stored]:
-        """`list(prefix)` with each object's modification time and size."""
-        return self._scan(prefix)[0]
-
-    def strays(self, prefix: str) -> list[Stray]:
-        """Keys under `prefix` that raysweep did not write; never used as paths."""
-        return self._scan(prefix)[1]
 
     def _scan(self, prefix: str) -> tuple[dict[str, Stored], list[Stray]]:
         start = len(self.prefix) + 1 if self.prefix else 0
