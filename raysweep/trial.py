@@ -95,9 +95,10 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
     cost = {"synthetic_images_generated_for_trial": int(synthesis["generated"]),
             "synthetic_images_reused": int(synthesis["reused"]),
             "synthetic_images_rejected": rejected,
-            "synthetic_wait_seconds": float(synthesis["waited"]),
-            # Which node ran the trial (MLflow tags the run with it; a retried trial moves).
-            NODE_RESULT: ray.get_runtime_context().get_node_id()}
+            "synthetic_wait_seconds": float(synthesis["waited"])}
+    # Every report carries the cost and which node ran the trial (MLflow tags the run with it;
+    # a retried trial may move).
+    constant = {**cost, NODE_RESULT: ray.get_runtime_context().get_node_id()}
 
     # 2. Resume from Tune's checkpoint when the trial restarts.
     resume = None
@@ -120,7 +121,7 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
         # a finished trial never resumes.
         due = time.monotonic() - last_saved >= planner.checkpoint_interval_s
         if final is None and not due:
-            tune.report({**metrics, **cost})
+            tune.report({**metrics, **constant})
             return
         with tempfile.TemporaryDirectory() as directory:
             if final is None:
@@ -130,7 +131,7 @@ def train_fn(config: dict, planner: TrialPlanner) -> None:
                 write_trial_artifacts(Path(directory) / "artifacts", final, metrics, splits,
                                       synthetic_images, synthetic_labels)
                 write_gallery(Path(directory) / "artifacts", plan, pool, train)
-            tune.report({**metrics, **cost}, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**metrics, **constant}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     # 3. Train on the GPU Ray gave this trial (CUDA_VISIBLE_DEVICES), else the CPU; a trial
     #    that shares its GPU keeps to its share of the memory, as generator actors do.
